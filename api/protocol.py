@@ -1,0 +1,64 @@
+"""Request and response models of the OpenAI routes LLMLoom serves."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmloom.resources import Message, Parameters
+
+
+class ChatMessage(BaseModel):
+    """A chat message as OpenAI clients send it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str
+    name: str | None = None
+
+    def to_resource(self) -> Message:
+        # "developer" is OpenAI's newer name for the system role.
+        role = "system" if self.role == "developer" else self.role
+        return Message(role=role, content=self.content, name=self.name)
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of POST /v1/chat/completions (the fields LLMLoom honours)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: Literal[1] = 1
+    stream: Literal[False] = False
+    user: str | None = None
+
+    def parameters(self) -> Parameters | None:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        params = Parameters(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            stop=stop,
+            seed=self.seed,
+        )
+        return params if params.wire() else None
+
+
+class TaskInfo(BaseModel):
+    """A durable task: the state of the LLMJob behind a request, and its answer once done."""
+
+    id: str
+    object: Literal["llmloom.task"] = "llmloom.task"
+    status: str
+    created_at: str | None = None
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None

@@ -1,0 +1,46 @@
+"""The clients one API process owns, created at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from llmloom.api.auth import TokenAuth
+from llmloom.api.waiter import ResultWaiter
+from llmloom.kube import Kube
+from llmloom.settings import ApiSettings
+
+
+@dataclass
+class Services:
+    """Settings and clients shared by every request."""
+
+    settings: ApiSettings
+    kube: Kube
+    redis: Redis
+    sync_redis: SyncRedis  # RQ's enqueue is synchronous; it runs in a thread
+    waiter: ResultWaiter
+    auth: TokenAuth
+
+    @classmethod
+    async def start(cls, settings: ApiSettings) -> Services:
+        kube = Kube.connect(settings.kubeconfig)
+        redis = Redis.from_url(settings.redis_url)
+        waiter = ResultWaiter(redis)
+        await waiter.start()
+        return cls(
+            settings=settings,
+            kube=kube,
+            redis=redis,
+            sync_redis=SyncRedis.from_url(settings.redis_url),
+            waiter=waiter,
+            auth=TokenAuth(kube, settings.token_cache_seconds),
+        )
+
+    async def close(self) -> None:
+        await self.waiter.stop()
+        await self.kube.aclose()
+        await self.redis.aclose()
+        self.sync_redis.close()

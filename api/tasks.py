@@ -1,0 +1,45 @@
+"""GET /v1/tasks/{id}: the state of a request that outlived its wait, and its answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query
+
+from llmloom import results
+from llmloom.api import jobs
+from llmloom.api.deps import ServicesDep, TenantDep
+from llmloom.api.errors import APIError
+from llmloom.api.protocol import TaskInfo
+from llmloom.kube import LLMJOBS, KubeError
+
+router = APIRouter()
+
+
+@router.get("/v1/tasks/{task_id}")
+async def get_task(
+    task_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    wait: Annotated[float | None, Query()] = None,
+) -> TaskInfo:
+    """The task's state; with ``?wait=N`` it waits up to N seconds for the answer."""
+    try:
+        obj = await services.kube.get(LLMJOBS, tenant, task_id)
+    except KubeError as exc:
+        if exc.code == 404:
+            raise APIError(
+                404, f"No task found with id '{task_id}'.", param="task_id", code="task_not_found"
+            ) from exc
+        raise
+    uid, gen = obj["metadata"]["uid"], obj["metadata"]["generation"]
+    timeout = jobs.wait_limit(services, None, wait) if wait is not None else 0.0
+    if timeout > 0:
+        outcome = await services.waiter.wait(uid, gen, timeout)
+    else:
+        outcome = await results.load(services.redis, uid, gen)
+    return jobs.task_info(obj, outcome)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

@@ -1,0 +1,190 @@
+"""Generates the CustomResourceDefinitions from the models in ``llmloom.resources``.
+
+The pydantic JSON schema is turned into a structural OpenAPI v3 schema as the
+API server wants it: references inlined, optional fields as plain types, no
+titles, ``exclusiveMinimum`` in its OpenAPI 3.0 form. ``python -m
+llmloom.crdgen crds/`` rewrites the checked-in files; a unit test compares them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from llmloom import GROUP, VERSION, resources
+
+Schema = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CrdInfo:
+    """Names, printer columns and models of one custom resource."""
+
+    kind: str
+    plural: str
+    singular: str
+    short_names: list[str]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    description: str
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ready(cond: str) -> str:
+    return f'.status.conditions[?(@.type=="{cond}")].status'
+
+
+CRDS = [
+    CrdInfo(
+        kind="Flavor",
+        plural="flavors",
+        singular="flavor",
+        short_names=["flv"],
+        spec=resources.FlavorSpec,
+        status=resources.FlavorStatus,
+        description="A model endpoint: how to reach (or run) one model.",
+        columns=[
+            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
+            {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+            {"name": "Ready", "type": "string", "jsonPath": _ready("Ready")},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    ),
+    CrdInfo(
+        kind="LLMJob",
+        plural="llmjobs",
+        singular="llmjob",
+        short_names=["llmj"],
+        spec=resources.LLMJobSpec,
+        status=resources.LLMJobStatus,
+        description="One unit of LLM work (a chat completion) run on a Flavor.",
+        columns=[
+            {"name": "Flavor", "type": "string", "jsonPath": ".spec.flavor"},
+            {"name": "Task", "type": "string", "jsonPath": ".spec.task"},
+            {"name": "State", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Tokens", "type": "integer", "jsonPath": ".status.usage.totalTokens"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+        ],
+    ),
+]
+
+
+def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
+    """Turn one pydantic JSON-schema node into a structural OpenAPI v3 node."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return structural(merged, defs)
+    if "anyOf" in schema:
+        variants = [v for v in schema["anyOf"] if v.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"unions other than Optional[X] have no structural form: {schema}")
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        if rest.get("default", 0) is None:
+            del rest["default"]
+        return structural({**variants[0], **rest}, defs)
+
+    out: Schema = {}
+    for key, value in schema.items():
+        if key in ("title", "$defs") or (key == "additionalProperties" and value is False):
+            continue  # no titles in CRDs; unknown fields are pruned by the server anyway
+        if key == "properties":
+            out[key] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = structural(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "exclusiveMinimum":  # JSON Schema 2020 form -> OpenAPI 3.0 form
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        else:
+            out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> Schema:
+    """The structural schema of one model, as the API server validates it."""
+    return structural(model.model_json_schema(by_alias=True, mode="validation"))
+
+
+def crd(info: CrdInfo) -> Schema:
+    """The whole CustomResourceDefinition of one resource."""
+    spec = model_schema(info.spec)
+    status = model_schema(info.status)
+    status.pop("description", None)
+    root = {
+        "type": "object",
+        "description": info.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": {**status, "description": f"Observed state of the {info.kind}."},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{info.plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": info.kind,
+                "listKind": f"{info.kind}List",
+                "plural": info.plural,
+                "singular": info.singular,
+                "shortNames": info.short_names,
+                "categories": ["llmloom"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": root},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": info.columns,
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `python -m llmloom.crdgen crds/` from core/resources.py: do not edit.\n"
+
+
+def render(info: CrdInfo) -> str:
+    """The CRD of one resource as the YAML text checked into ``crds/``."""
+    return HEADER + yaml.safe_dump(crd(info), sort_keys=False, width=100)
+
+
+def filename(info: CrdInfo) -> str:
+    """File name of one CRD inside ``crds/``."""
+    return f"{GROUP}_{info.plural}.yaml"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write every CRD into the folder given as the only argument."""
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "crds")
+    out.mkdir(parents=True, exist_ok=True)
+    for info in CRDS:
+        (out / filename(info)).write_text(render(info))
+        print(out / filename(info))
+
+
+if __name__ == "__main__":
+    main()

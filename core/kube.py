@@ -1,0 +1,172 @@
+"""A small async Kubernetes client for the API and the worker.
+
+Authentication is loaded by the official ``kubernetes`` package (kubeconfig or
+in-cluster service account, with token refresh), and requests go through one
+pooled ``httpx.AsyncClient``. Only the verbs LLMLoom needs are here, over any
+resource named by a ``Resource``; errors come back as ``KubeError`` with the
+API server's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from llmloom import GROUP, VERSION
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind of object lives in the API: group, version, plural."""
+
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
+        """The URL path of the collection or of one object (and a subresource)."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+FLAVORS = Resource(GROUP, VERSION, "flavors")
+LLMJOBS = Resource(GROUP, VERSION, "llmjobs")
+SECRETS = Resource("", "v1", "secrets")
+NAMESPACES = Resource("", "v1", "namespaces")
+
+
+class KubeError(Exception):
+    """An error answer of the API server."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code, self.reason, self.message = code, reason, message
+
+
+class _ConfigAuth(httpx.Auth):
+    """Bearer token from the loaded configuration, refreshed as it rotates."""
+
+    def __init__(self, cfg: k8s_client.Configuration) -> None:
+        self.cfg = cfg
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.cfg.get_api_key_with_prefix("authorization")
+        if token:
+            request.headers["Authorization"] = token
+        yield request
+
+
+def load_config(kubeconfig: str | None = None) -> k8s_client.Configuration:
+    """The kubeconfig named, $KUBECONFIG, ~/.kube/config, or the in-cluster account."""
+    cfg = k8s_client.Configuration()
+    path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if kubeconfig or Path(path).exists():
+        k8s_config.load_kube_config(config_file=path, client_configuration=cfg)
+    else:
+        k8s_config.load_incluster_config(client_configuration=cfg)
+    return cfg
+
+
+def _ssl_context(cfg: k8s_client.Configuration) -> ssl.SSLContext:
+    ctx = (
+        ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.ssl_ca_cert
+        else (ssl.create_default_context())
+    )
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    if not cfg.verify_ssl:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Kube:
+    """Async access to the API server; one per process, closed with ``aclose``."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, max_connections: int = 100) -> Kube:
+        """A client from the kubeconfig (or in-cluster account)."""
+        cfg = load_config(kubeconfig)
+        http = httpx.AsyncClient(
+            base_url=cfg.host,
+            verify=_ssl_context(cfg),
+            auth=_ConfigAuth(cfg),
+            timeout=httpx.Timeout(30.0),
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+        return cls(http)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        headers = {"Content-Type": content_type} if json is not None else {}
+        resp = await self.http.request(method, path, json=json, params=params, headers=headers)
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"reason": resp.reason_phrase, "message": resp.text}
+            raise KubeError(resp.status_code, body.get("reason", ""), body.get("message", ""))
+        result: Obj = resp.json()
+        return result
+
+    async def get(self, res: Resource, namespace: str, name: str) -> Obj:
+        return await self._call("GET", res.path(namespace, name))
+
+    async def list(
+        self, res: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[Obj]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        items: list[Obj] = (await self._call("GET", res.path(namespace), params=params))["items"]
+        return items
+
+    async def create(self, res: Resource, namespace: str, body: Obj) -> Obj:
+        return await self._call("POST", res.path(namespace), json=body)
+
+    async def delete(self, res: Resource, namespace: str, name: str) -> Obj:
+        return await self._call("DELETE", res.path(namespace, name))
+
+    async def merge_patch(self, res: Resource, namespace: str, name: str, patch: Obj) -> Obj:
+        return await self._call(
+            "PATCH",
+            res.path(namespace, name),
+            json=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    async def replace_status(self, res: Resource, body: Obj) -> Obj:
+        """PUT the status subresource; the body's resourceVersion makes it conditional (409)."""
+        meta = body["metadata"]
+        return await self._call(
+            "PUT", res.path(meta["namespace"], meta["name"], "status"), json=body
+        )

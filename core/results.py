@@ -1,0 +1,73 @@
+"""Where job results live (Redis, never etcd) and how waiters learn of them.
+
+A result is an ``Outcome``: the provider's OpenAI-shaped response, or the error
+that ended the job. It is written once per job version (SET NX): a retried or
+duplicated delivery finds the first outcome and reuses it, so a user never sees
+two answers. After writing, the worker publishes the job's uid on the done
+channel; the API waits on that.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+DONE_CHANNEL_PREFIX = "llmloom:done:"
+
+
+class ErrorInfo(BaseModel):
+    """Why a job failed, in words for a person and codes for a program."""
+
+    reason: str
+    """CamelCase reason, as in the Failed condition."""
+    message: str
+    status_code: int = 502
+    """HTTP status the API answers with for this failure."""
+    type: str = "upstream_error"
+    """OpenAI error type for the envelope."""
+
+
+class Outcome(BaseModel):
+    """The stored end of one job version."""
+
+    ok: bool
+    response: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+def result_key(uid: str, version: int) -> str:
+    """Redis key of the result of one job version."""
+    return f"llmloom:result:{uid}:v{version}"
+
+
+def done_channel(uid: str) -> str:
+    """Pub/sub channel announcing that a job version finished."""
+    return DONE_CHANNEL_PREFIX + uid
+
+
+async def store(
+    redis: Redis, uid: str, version: int, outcome: Outcome, ttl: int
+) -> tuple[Outcome, int]:
+    """Write the outcome unless one exists, announce it, and return the one that stands.
+
+    Returns:
+        The stored outcome (this one, or the earlier one) and its size in bytes.
+    """
+    key = result_key(uid, version)
+    data = outcome.model_dump_json(exclude_none=True)
+    if not await redis.set(key, data, nx=True, ex=ttl):
+        existing = await redis.get(key)
+        if existing is not None:
+            data = existing.decode() if isinstance(existing, bytes) else existing
+            outcome = Outcome.model_validate_json(data)
+    await redis.publish(done_channel(uid), json.dumps({"version": version}))
+    return outcome, len(data.encode())
+
+
+async def load(redis: Redis, uid: str, version: int) -> Outcome | None:
+    """The stored outcome of one job version, or None while it runs."""
+    data = await redis.get(result_key(uid, version))
+    return None if data is None else Outcome.model_validate_json(data)

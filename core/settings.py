@@ -1,0 +1,57 @@
+"""Settings of each process, read once from the environment (prefix ``LLMLOOM_``).
+
+Each process builds exactly one of these objects at start and passes it down;
+nothing reads the environment after that.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """What every component needs: where Redis and the API server are."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMLOOM_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis holding the queues and the results."""
+    kubeconfig: str | None = None
+    """Kubeconfig file; unset means $KUBECONFIG, ~/.kube/config, then in-cluster."""
+    result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    """How long stored results live in Redis."""
+    log_level: str = "INFO"
+
+
+class OperatorSettings(CommonSettings):
+    """Settings of the operator."""
+
+    namespace: str | None = None
+    """Watch only this namespace; unset watches all."""
+    flavor_grace_seconds: float = Field(default=30.0, ge=0)
+    """How long a job waits for its Flavor to appear before it fails (GitOps
+    tools apply resources in no particular order)."""
+
+
+class WorkerSettings(CommonSettings):
+    """Settings of a worker."""
+
+    queues: list[str] = Field(default_factory=list)
+    """RQ queues to take jobs from, as namespace/flavor."""
+    burst: bool = False
+    """Stop when the queues are empty (tests and one-off runs)."""
+
+
+class ApiSettings(CommonSettings):
+    """Settings of the OpenAI-compatible front door."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    wait_seconds: float = Field(default=60.0, ge=0)
+    """How long a request waits for its result before answering 202 with a task id."""
+    max_wait_seconds: float = Field(default=600.0, ge=0)
+    """Upper bound on the wait a client may ask for."""
+    token_cache_seconds: float = Field(default=30.0, ge=0)
+    """How long a verified API token is trusted before it is looked up again
+    (a revoked token stops working within this time)."""

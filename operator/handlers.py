@@ -1,0 +1,152 @@
+"""The kopf handlers: thin wrappers that read, call a pure decision, and write.
+
+Everything is registered on a registry built by ``build_registry`` (no global
+registry), so tests and the dev stack run a fresh operator each time.
+Status is written through ``patch.fns``: kopf applies those to the freshest
+object with a resourceVersion check, so a condition the worker wrote in the
+meantime is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+from redis import Redis
+
+from llmloom import GROUP, VERSION, conditions, queues
+from llmloom.kube import load_config
+from llmloom.operator.admission import Admission, admit
+from llmloom.resources import Flavor, LLMJob
+from llmloom.settings import OperatorSettings
+
+Body = dict[str, Any]
+
+
+@dataclass
+class Memo:
+    """What every handler shares: the settings and the Redis connection."""
+
+    settings: OperatorSettings
+    redis: Redis
+
+
+def record_admission(adm: Admission, generation: int) -> Callable[[kopf.RawBody], None]:
+    """A patch function writing an admission into the freshest job body."""
+
+    def apply(raw: kopf.RawBody) -> None:
+        body = cast(Body, raw)
+        if body.get("metadata", {}).get("generation") != generation:
+            return  # the spec moved on; the newer version gets its own admission
+        status = body.setdefault("status", {})
+        conds = [
+            c
+            for c in status.get("conditions", [])
+            # A finished condition of an older spec version no longer describes the job.
+            if c.get("type") not in (conditions.SUCCEEDED, conditions.FAILED)
+            or c.get("observedGeneration") == generation
+        ]
+        if adm.action == "reject":
+            conds = conditions.set_condition(
+                conds, conditions.ACCEPTED, "False", adm.reason, adm.message, generation
+            )
+            conds = conditions.set_condition(
+                conds, conditions.FAILED, "True", adm.reason, adm.message, generation
+            )
+            status["completionTime"] = conditions.now()
+        else:
+            state = "True" if adm.action == "enqueue" else "False"
+            conds = conditions.set_condition(
+                conds, conditions.ACCEPTED, state, adm.reason, adm.message, generation
+            )
+        if not conditions.finished(conds, generation) or adm.action == "reject":
+            status["message"] = adm.message
+        status["conditions"] = conds
+        status["state"] = conditions.job_state(conds, running=status.get("state") == "Running")
+        status["observedGeneration"] = generation
+
+    return apply
+
+
+def _age_seconds(meta: kopf.Meta) -> float:
+    created = meta.get("creationTimestamp")
+    if not created:
+        return 0.0
+    ts = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (datetime.now(UTC) - ts).total_seconds()
+
+
+def flavors(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Body]:
+    """Index of flavors by (namespace, name), kept in memory by kopf."""
+    return {(namespace or "", name): dict(body)}
+
+
+def admit_job(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    flavors: kopf.Index[tuple[str, str], Body],
+    memo: Memo,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    **_: Any,
+) -> None:
+    """Validate a job version against its flavor and enqueue it."""
+    job = LLMJob.model_validate(dict(body))
+    found = flavors.get((job.metadata.namespace, job.spec.flavor))
+    flavor = Flavor.model_validate(next(iter(found))) if found else None
+    adm = admit(job, flavor, _age_seconds(meta), memo.settings.flavor_grace_seconds)
+    if adm.action == "skip":
+        return
+    if adm.action == "enqueue":
+        ref = queues.JobRef(
+            namespace=job.metadata.namespace,
+            name=job.metadata.name,
+            uid=job.metadata.uid,
+            generation=job.metadata.generation,
+        )
+        if queues.enqueue(memo.redis, job.spec.flavor, ref):
+            logger.info(f"enqueued generation {ref.generation} on {adm.message}")
+    patch.fns.append(record_admission(adm, job.metadata.generation))
+    if adm.action == "wait":
+        raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
+    if adm.action == "reject":
+        logger.warning(f"rejected: {adm.message}")
+
+
+def login(settings: OperatorSettings) -> Callable[..., kopf.ConnectionInfo]:
+    """A login handler using the same kubeconfig resolution as the other components."""
+
+    def handler(**_: Any) -> kopf.ConnectionInfo:
+        cfg = load_config(settings.kubeconfig)
+        header: str = cfg.get_api_key_with_prefix("authorization") or ""
+        scheme, _sep, value = header.partition(" ")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            scheme=scheme or None,
+            token=value or None,
+        )
+
+    return handler
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A registry holding every LLMLoom handler."""
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login(settings))
+    # kopf's handler protocols know nothing of index arguments (``flavors``), hence the ignores.
+    kopf.index(GROUP, VERSION, "flavors", registry=registry)(flavors)
+    for decorator in (
+        kopf.on.resume(GROUP, VERSION, "llmjobs", registry=registry),
+        kopf.on.create(GROUP, VERSION, "llmjobs", registry=registry),
+        kopf.on.update(GROUP, VERSION, "llmjobs", field="spec", registry=registry),
+    ):
+        decorator(admit_job)  # type: ignore[arg-type]
+    return registry

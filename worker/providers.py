@@ -1,0 +1,116 @@
+"""Clients for the model servers' wire protocols, with their errors classified.
+
+Each error becomes a ``ProviderError`` carrying a CamelCase reason (as it will
+appear in the job's Failed condition), the provider's own message, and whether
+trying again could help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from llmloom.resources import FlavorSpec, Message, Parameters
+
+
+class ProviderError(Exception):
+    """A provider call that did not produce a usable answer."""
+
+    def __init__(self, reason: str, message: str, *, retryable: bool, status: int | None = None):
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message, self.retryable, self.status = reason, message, retryable, status
+
+
+_CONTEXT_MARKERS = (
+    "maximum context length",
+    "context length",
+    "context_length_exceeded",
+    "exceeds the available context",
+    "too many tokens",
+)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:2000]
+    err = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(err, dict):
+        return str(err.get("message") or err)
+    return str(err)
+
+
+def classify(resp: httpx.Response) -> ProviderError:
+    """The ProviderError for an HTTP error answer of an OpenAI-wire server."""
+    text, code = _error_text(resp), resp.status_code
+    if code == 400 and any(m in text.lower() for m in _CONTEXT_MARKERS):
+        return ProviderError("ContextLengthExceeded", text, retryable=False, status=code)
+    if code in (401, 403):
+        return ProviderError("ProviderUnauthorized", text, retryable=False, status=code)
+    if code == 404:
+        return ProviderError("ModelNotFound", text, retryable=False, status=code)
+    if code == 429:
+        return ProviderError("RateLimited", text, retryable=True, status=code)
+    if code >= 500:
+        return ProviderError("ProviderUnavailable", text, retryable=True, status=code)
+    return ProviderError("ProviderRejected", text, retryable=False, status=code)
+
+
+def chat_body(
+    spec: FlavorSpec, messages: list[Message], params: Parameters | None
+) -> dict[str, Any]:
+    """The /chat/completions request body for a job."""
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "messages": [m.model_dump(exclude_none=True) for m in messages],
+    }
+    if params is not None:
+        body.update(params.model_dump(exclude_none=True))
+    if spec.max_output_tokens is not None:
+        body["max_tokens"] = min(
+            body.get("max_tokens", spec.max_output_tokens), spec.max_output_tokens
+        )
+    return body
+
+
+async def openai_chat(
+    http: httpx.AsyncClient,
+    spec: FlavorSpec,
+    api_key: str | None,
+    messages: list[Message],
+    params: Parameters | None,
+) -> dict[str, Any]:
+    """One chat completion over the OpenAI wire (OpenAI, vLLM, llama.cpp, ...).
+
+    Returns:
+        The provider's response body, an OpenAI ChatCompletion.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = spec.endpoint.rstrip("/") + "/chat/completions"
+    try:
+        resp = await http.post(
+            url,
+            json=chat_body(spec, messages, params),
+            headers=headers,
+            timeout=spec.timeout_seconds,
+        )
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            "ProviderTimeout",
+            f"no answer from {url} within {spec.timeout_seconds:g}s",
+            retryable=True,
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
+    if resp.status_code >= 400:
+        raise classify(resp)
+    try:
+        data: dict[str, Any] = resp.json()
+        data["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ProviderError(
+            "MalformedResponse", f"not a chat completion: {resp.text[:500]}", retryable=True
+        ) from exc
+    return data
