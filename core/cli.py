@@ -27,7 +27,9 @@ def _api(a: argparse.Namespace) -> None:
     from llmloom.api.main import create_app
     from llmloom.settings import ApiSettings
 
-    overrides: dict[str, Any] = {k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None}
+    overrides: dict[str, Any] = {
+        k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None
+    }
     settings = ApiSettings(**overrides)
     uvicorn.run(
         create_app(settings),

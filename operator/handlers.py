@@ -80,7 +80,9 @@ def _age_seconds(meta: kopf.Meta) -> float:
     return (datetime.now(UTC) - ts).total_seconds()
 
 
-def flavors(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Body]:
+def flavors(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], Body]:
     """Index of flavors by (namespace, name), kept in memory by kopf."""
     return {(namespace or "", name): dict(body)}
 

@@ -24,6 +24,13 @@ import yaml
 from llmloom.devstack.procs import Proc, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
 BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -148,25 +155,14 @@ def kubeconfig(server: str, pki: Path, user: dict[str, str] | None = None) -> di
 
 def kwok_config(stages_dir: Path) -> str:
     """kwok's configuration with the node and pod lifecycles it ships as stages."""
-    docs = [
-        yaml.safe_dump(
-            {
-                "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-                "kind": "KwokConfiguration",
-                "options": {"cidr": "10.244.0.0/16", "nodeIP": "127.0.0.1"},
-            }
-        )
-    ]
-    wanted = (
-        "node-initialize",
-        "node-heartbeat-with-lease",
-        "pod-ready",
-        "pod-complete",
-        "pod-delete",
-    )
-    for path in sorted(stages_dir.rglob("*.yaml")):
-        if path.stem in wanted:
-            docs.append(path.read_text())
+    # Only Stage documents: a KwokConfiguration document here would replace
+    # kwok's defaults (parallelism, leases) with zeros; the cidr and node IP
+    # are passed as flags instead.
+    docs: list[str] = []
+    # The stages kwokctl uses by default: nodes go Ready at once and keep a
+    # lease; pods go Running at once, complete, and are deleted when asked.
+    for rel in STAGES:
+        docs.append((stages_dir / rel).read_text())
     return "\n---\n".join(d.strip() for d in docs) + "\n"
 
 
@@ -241,7 +237,9 @@ class Cluster:
             "--quota-backend-bytes=4294967296",
         )
         wait_for(
-            lambda: etcd.check_alive() and httpx.get(f"http://127.0.0.1:{client}/health").is_success,
+            lambda: (
+                etcd.check_alive() and httpx.get(f"http://127.0.0.1:{client}/health").is_success
+            ),
             30,
             "etcd",
         )
@@ -288,8 +286,6 @@ class Cluster:
             f"--root-ca-file={p / 'ca.crt'}",
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
             "--controllers=*,-nodeipam",
             "--concurrent-deployment-syncs=10",
             "--concurrent-replicaset-syncs=10",
@@ -302,8 +298,6 @@ class Cluster:
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
-            f"--authentication-kubeconfig={self.kubeconfig}",
-            f"--authorization-kubeconfig={self.kubeconfig}",
             "--kube-api-qps=200",
             "--kube-api-burst=400",
         )

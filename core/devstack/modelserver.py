@@ -72,6 +72,7 @@ class ModelServer:
             "modelserver",
             [
                 sys.executable,
+                "-P",
                 "-m",
                 "llmloom.devstack.modelserver",
                 "--port",

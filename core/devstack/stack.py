@@ -101,7 +101,7 @@ def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
             "LLMLOOM_REDIS_URL": redis.url,
             "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
         }
-        py = [sys.executable, "-m", "llmloom.cli"]
+        py = [sys.executable, "-P", "-m", "llmloom.cli"]
         step("operator, API and worker")
         procs = [
             Proc("operator", [*py, "operator"], logs, env),

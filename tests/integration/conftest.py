@@ -1,0 +1,202 @@
+"""The integration tier: a real control plane, Redis, model server, operator, API.
+
+Session fixtures start each part once (the control plane from the binaries
+that hack/build-testbed.sh builds); every test gets its own namespace (a
+tenant) with an API token. When a test fails, the tail of every process's log
+is attached to its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from llmloom import apitokens
+from llmloom.devstack.cluster import REPO, Cluster
+from llmloom.devstack.modelserver import ModelServer
+from llmloom.devstack.procs import Proc, free_port, wait_for
+from llmloom.devstack.redisserver import RedisServer
+from llmloom.devstack.stack import install_crds
+from llmloom.kube import Kube
+from llmloom.operator.runner import OperatorThread
+from llmloom.settings import OperatorSettings
+
+LOG_SOURCES: list[Callable[[], str]] = []
+PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for source in LOG_SOURCES:
+            report.sections.append(("process logs", source()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(gpu_nodes=2)
+    LOG_SOURCES.append(c.dump_logs)
+    try:
+        install_crds(c)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    LOG_SOURCES.append(lambda: f"===== redis\n{server.proc.tail(20)}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    server = ModelServer(tmp_path_factory.mktemp("model"), ctx=4096, parallel=2)
+    LOG_SOURCES.append(lambda: f"===== model server\n{server.proc.tail(20)}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, redis_server: RedisServer) -> Iterator[OperatorThread]:
+    settings = OperatorSettings(
+        redis_url=redis_server.url, kubeconfig=str(cluster.kubeconfig), flavor_grace_seconds=2
+    )
+    op = OperatorThread(settings).start()
+    yield op
+    op.stop()
+
+
+@dataclass
+class Api:
+    url: str
+    proc: Proc
+
+
+@pytest.fixture(scope="session")
+def api(
+    cluster: Cluster,
+    redis_server: RedisServer,
+    operator: OperatorThread,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Api]:
+    port = free_port()
+    env = {
+        **cluster.env(),
+        "LLMLOOM_REDIS_URL": redis_server.url,
+        "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+        "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
+    }
+    proc = Proc("api", [*PY, "api", "--port", str(port)], tmp_path_factory.mktemp("api"), env)
+    LOG_SOURCES.append(lambda: f"===== api\n{proc.tail(40)}")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/healthz").is_success, 60, "the API")
+    yield Api(url=url, proc=proc)
+    proc.stop()
+
+
+@dataclass
+class Tenant:
+    namespace: str
+    token: str
+    cluster: Cluster
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check).stdout
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = yaml.safe_load(self.kubectl("get", kind, name, "-o", "yaml"))
+        return obj
+
+
+@pytest.fixture
+def tenant(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Tenant]:
+    name = (
+        f"t-{request.node.name[5:30].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:5]}".lower()
+    )
+    cluster.kubectl("create", "namespace", name)
+
+    async def make_token() -> str:
+        kube = Kube.connect(str(cluster.kubeconfig))
+        try:
+            return await apitokens.create(kube, name, "test-token")
+        finally:
+            await kube.aclose()
+
+    yield Tenant(namespace=name, token=asyncio.run(make_token()), cluster=cluster)
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def flavor_manifest(name: str, endpoint: str, model: str = "smollm2-135m") -> dict[str, Any]:
+    return {
+        "apiVersion": "llmloom.io/v1alpha1",
+        "kind": "Flavor",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": "openai",
+            "model": model,
+            "endpoint": endpoint,
+            "capabilities": ["chat"],
+            "maxOutputTokens": 64,
+            "timeoutSeconds": 60,
+        },
+    }
+
+
+@pytest.fixture
+def smollm2(tenant: Tenant, model_server: ModelServer) -> str:
+    """A flavor named smollm2 in the tenant, served by the real small model."""
+    tenant.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump(flavor_manifest("smollm2", model_server.url))
+    )
+    return "smollm2"
+
+
+@pytest.fixture
+def start_worker(
+    cluster: Cluster, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[Callable[..., Proc]]:
+    """Start a worker process (as a pod on a GPU node would run) on the given queues."""
+    procs: list[Proc] = []
+
+    def start(*queues: str) -> Proc:
+        args = [a for q in queues for a in ("--queue", q)]
+        env = {
+            **cluster.env(),
+            "LLMLOOM_REDIS_URL": redis_server.url,
+            "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+        }
+        proc = Proc(f"worker-{len(procs)}", [*PY, "worker", *args], tmp_path, env)
+        procs.append(proc)
+        return proc
+
+    def logs() -> str:
+        return "\n".join(f"===== {p.name}\n{p.tail(40)}" for p in procs)
+
+    LOG_SOURCES.append(logs)
+    yield start
+    LOG_SOURCES.remove(logs)
+    for proc in procs:
+        proc.stop()
+
+
+EXAMPLES = REPO / "examples"

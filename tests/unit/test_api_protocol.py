@@ -1,0 +1,91 @@
+"""Requests map onto job specs, and every error leaves in the OpenAI envelope."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from llmloom.api import errors
+from llmloom.api.errors import APIError
+from llmloom.api.protocol import ChatCompletionRequest
+
+
+def test_parameters_follow_openai_semantics() -> None:
+    req = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "developer", "content": "be brief"}],
+            "max_tokens": 100,
+            "max_completion_tokens": 20,
+            "stop": "\n",
+        }
+    )
+    params = req.parameters()
+    assert params is not None and params.max_tokens == 20 and params.stop == ["\n"]
+    assert req.messages[0].to_resource().role == "system"
+
+
+def test_no_parameters_means_none() -> None:
+    req = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert req.parameters() is None
+
+
+@pytest.fixture
+def client() -> TestClient:
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/chat")
+    async def chat(request: ChatCompletionRequest) -> dict[str, str]:
+        if request.model == "missing":
+            raise APIError(404, "no such model", param="model", code="model_not_found")
+        if request.model == "boom":
+            raise RuntimeError("bug")
+        return {"ok": "yes"}
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_empty_messages_is_400_with_param(client: TestClient) -> None:
+    r = client.post("/chat", json={"model": "m", "messages": []})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "messages" and err["type"] == "invalid_request_error"
+    assert "at least 1" in err["message"]
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    r = client.post("/chat", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_unknown_field_is_400(client: TestClient) -> None:
+    r = client.post(
+        "/chat",
+        json={"model": "m", "messages": [{"role": "user", "content": "x"}], "temprature": 1},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temprature"
+
+
+def test_api_error_keeps_status_and_code(client: TestClient) -> None:
+    r = client.post(
+        "/chat", json={"model": "missing", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert r.status_code == 404
+    assert r.json() == {
+        "error": {
+            "message": "no such model",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
+def test_unexpected_error_is_500_envelope_without_details(client: TestClient) -> None:
+    r = client.post("/chat", json={"model": "boom", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "server_error" and "bug" not in r.text

@@ -1,0 +1,81 @@
+"""The CRDs in crds/ are exactly what the models generate, and are structural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmloom import crdgen
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.mark.parametrize("info", crdgen.CRDS, ids=lambda i: i.kind)
+def test_checked_in_crd_matches_the_models(info: crdgen.CrdInfo) -> None:
+    path = CRDS / crdgen.filename(info)
+    assert path.read_text() == crdgen.render(info), (
+        f"{path} drifted from core/resources.py: run `make crds` and commit the result"
+    )
+
+
+def _walk(node: Any, path: str = "") -> list[str]:
+    """Paths of schema nodes that a structural schema forbids."""
+    bad: list[str] = []
+    if isinstance(node, dict):
+        for key in ("$ref", "anyOf", "oneOf", "allOf", "title", "const", "$defs"):
+            if key in node and not path.endswith(".properties"):
+                bad.append(f"{path}.{key}")
+        if "properties" in node and node.get("type") != "object":
+            bad.append(f"{path}: properties without type object")
+        for key, value in node.items():
+            bad += _walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            bad += _walk(value, f"{path}[{i}]")
+    return bad
+
+
+@pytest.mark.parametrize("info", crdgen.CRDS, ids=lambda i: i.kind)
+def test_schema_is_structural(info: crdgen.CrdInfo) -> None:
+    schema = crdgen.crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _walk(schema) == []
+
+
+def test_every_spec_field_is_documented() -> None:
+    def undocumented(node: dict[str, Any], path: str) -> list[str]:
+        out = []
+        for name, sub in node.get("properties", {}).items():
+            if "description" not in sub:
+                out.append(f"{path}.{name}")
+            out += undocumented(sub, f"{path}.{name}")
+            if "items" in sub:
+                out += undocumented(sub["items"], f"{path}.{name}[]")
+        return out
+
+    for info in crdgen.CRDS:
+        spec = crdgen.crd(info)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+            "spec"
+        ]
+        assert undocumented(spec, info.kind) == []
+
+
+def test_optional_fields_are_not_required_and_lose_null_defaults() -> None:
+    job = crdgen.model_schema(crdgen.CRDS[1].spec)
+    assert job["required"] == ["flavor"]
+    params = job["properties"]["parameters"]
+    assert params["type"] == "object" and "default" not in params
+    assert job["properties"]["messages"]["minItems"] == 1
+
+
+def test_exclusive_minimum_uses_the_openapi_3_0_form() -> None:
+    flavor = crdgen.model_schema(crdgen.CRDS[0].spec)
+    timeout = flavor["properties"]["timeoutSeconds"]
+    assert timeout["minimum"] == 0 and timeout["exclusiveMinimum"] is True
+
+
+def test_rendered_yaml_round_trips() -> None:
+    for info in crdgen.CRDS:
+        assert yaml.safe_load(crdgen.render(info)) == crdgen.crd(info)
