@@ -124,6 +124,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Every request of the HTTP clients at INFO would drown what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -177,6 +177,8 @@ async def _run(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
     except ProviderError as exc:
         code = 400 if exc.reason == "ContextLengthExceeded" else 502
         raise JobFailed(exc.reason, exc.message, code) from exc
+    if response.get("model") in (None, "", "-"):  # llama.cpp leaves it blank
+        response["model"] = flavor.spec.model
     return results.Outcome(ok=True, response=response), usage_of(response, job, flavor)
 
 

@@ -116,8 +116,10 @@ def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
             "the API",
         )
         token = create_token(cluster.kubeconfig, TENANT, "dev-token")
+        # `export` lines: `source .llmloom/dev.env` then reaches kubectl and SDKs too.
         (state / "dev.env").write_text(
-            f"LLMLOOM_API_URL={api_url}/v1\nLLMLOOM_TOKEN={token}\nKUBECONFIG={cluster.kubeconfig}\n"
+            f"export LLMLOOM_API_URL={api_url}/v1\nexport LLMLOOM_TOKEN={token}\n"
+            f"export KUBECONFIG={cluster.kubeconfig}\n"
         )
         print(
             f"""

@@ -89,3 +89,16 @@ def test_unexpected_error_is_500_envelope_without_details(client: TestClient) ->
     r = client.post("/chat", json={"model": "boom", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error" and "bug" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "words"),
+    [({"stream": True}, "stream", "streaming is not supported"), ({"n": 2}, "n", "only n=1")],
+)
+def test_unsupported_options_say_so(
+    client: TestClient, extra: dict[str, object], param: str, words: str
+) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
+    r = client.post("/chat", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == param and words in r.json()["error"]["message"]
