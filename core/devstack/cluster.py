@@ -381,3 +381,28 @@ class Cluster:
         if hasattr(self, "http"):
             self.http.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main() -> None:
+    """Run a control plane in the foreground until Ctrl-C (``hack/cluster.sh``)."""
+    import signal
+    import threading
+
+    nodes = int(os.environ.get("LLMLOOM_GPU_NODES", "2"))
+    cluster = Cluster(gpu_nodes=nodes)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"control plane at {cluster.server} with {nodes} fake GPU nodes")
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(f"export PATH={cluster.bin}:$PATH   # kubectl of the same version")
+    print("Ctrl-C stops it and removes its state.", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
