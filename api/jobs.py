@@ -61,7 +61,7 @@ async def submit(services: Services, namespace: str, spec: LLMJobSpec, prefix: s
         uid=job.metadata.uid,
         generation=job.metadata.generation,
     )
-    await asyncio.to_thread(queues.enqueue, services.sync_redis, spec.flavor, ref)
+    await asyncio.to_thread(queues.enqueue, services.sync_redis, spec.flavor, ref, spec.priority)
     return job
 
 

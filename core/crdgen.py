@@ -33,10 +33,21 @@ class CrdInfo:
     status: type[BaseModel]
     description: str
     columns: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    """CEL rules on the whole object (only these can see metadata.name)."""
+    scale: dict[str, str] | None = None
+    """The scale subresource's paths, when the resource has one."""
 
 
-def _ready(cond: str) -> str:
-    return f'.status.conditions[?(@.type=="{cond}")].status'
+def _cond(ctype: str, field: str = "status") -> str:
+    return f'.status.conditions[?(@.type=="{ctype}")].{field}'
+
+
+# Flavor names become Deployment and Service names and label values (63 characters).
+_NAME_RULE = resources.cel(
+    "size(self.metadata.name) <= 50",
+    "Flavor names are at most 50 characters: they name Deployments, Services and labels",
+)
 
 
 CRDS = [
@@ -51,9 +62,23 @@ CRDS = [
         columns=[
             {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
             {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-            {"name": "Ready", "type": "string", "jsonPath": _ready("Ready")},
+            {"name": "Ready", "type": "string", "jsonPath": _cond("Ready")},
+            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas.ready"},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": _cond("Ready", "reason"),
+                "priority": 1,
+            },
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         ],
+        rules=[_NAME_RULE],
+        scale={
+            "specReplicasPath": ".spec.deploy.replicas.min",
+            "statusReplicasPath": ".status.replicas.ready",
+            "labelSelectorPath": ".status.selector",
+        },
     ),
     CrdInfo(
         kind="LLMJob",
@@ -122,7 +147,7 @@ def crd(info: CrdInfo) -> Schema:
     spec = model_schema(info.spec)
     status = model_schema(info.status)
     status.pop("description", None)
-    root = {
+    root: Schema = {
         "type": "object",
         "description": info.description,
         "required": ["spec"],
@@ -134,6 +159,11 @@ def crd(info: CrdInfo) -> Schema:
             "status": {**status, "description": f"Observed state of the {info.kind}."},
         },
     }
+    if info.rules:
+        root["x-kubernetes-validations"] = info.rules
+    subresources: dict[str, Any] = {"status": {}}
+    if info.scale:
+        subresources["scale"] = info.scale
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -155,7 +185,7 @@ def crd(info: CrdInfo) -> Schema:
                     "served": True,
                     "storage": True,
                     "schema": {"openAPIV3Schema": root},
-                    "subresources": {"status": {}},
+                    "subresources": subresources,
                     "additionalPrinterColumns": info.columns,
                 }
             ],

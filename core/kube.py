@@ -9,9 +9,10 @@ API server's own message.
 
 from __future__ import annotations
 
+import copy
 import os
 import ssl
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,9 @@ class Resource:
 FLAVORS = Resource(GROUP, VERSION, "flavors")
 LLMJOBS = Resource(GROUP, VERSION, "llmjobs")
 SECRETS = Resource("", "v1", "secrets")
+PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
 NAMESPACES = Resource("", "v1", "namespaces")
 
 
@@ -163,6 +167,60 @@ class Kube:
             json=patch,
             content_type="application/merge-patch+json",
         )
+
+    async def apply(self, res: Resource, namespace: str, body: Obj, manager: str) -> Obj:
+        """Server-side apply: the object as this manager wants it; fields it owns and
+        leaves out are removed, fields of other managers are kept."""
+        return await self._call(
+            "PATCH",
+            res.path(namespace, body["metadata"]["name"]),
+            json=body,
+            params={"fieldManager": manager, "force": "true"},
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def update_status(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        mutate: Callable[[Obj], None],
+        uid: str | None = None,
+        generation: int | None = None,
+        attempts: int = 8,
+    ) -> Obj | None:
+        """Read-modify-write of an object's status, retried on conflicts.
+
+        ``mutate`` changes the status in place on the freshest object; the write
+        is conditional on its resourceVersion, so nobody else's change is lost,
+        and skipped when ``mutate`` changed nothing.
+
+        Returns:
+            The object as written, or None when it is gone, was recreated (other
+            ``uid``) or holds another spec version (other ``generation``).
+        """
+        for _ in range(attempts):
+            try:
+                obj = await self.get(res, namespace, name)
+            except KubeError as exc:
+                if exc.code == 404:
+                    return None
+                raise
+            meta = obj["metadata"]
+            if (uid is not None and meta["uid"] != uid) or (
+                generation is not None and meta.get("generation") != generation
+            ):
+                return None
+            before = copy.deepcopy(obj.get("status", {}))
+            mutate(obj.setdefault("status", {}))
+            if obj["status"] == before:
+                return obj
+            try:
+                return await self.replace_status(res, obj)
+            except KubeError as exc:
+                if exc.code != 409:
+                    raise
+        raise RuntimeError(f"the status of {namespace}/{name} kept changing; gave up")
 
     async def replace_status(self, res: Resource, body: Obj) -> Obj:
         """PUT the status subresource; the body's resourceVersion makes it conditional (409)."""

@@ -5,13 +5,20 @@ payload is a reference to the LLMJob resource (namespace, name, uid,
 generation), never the work itself, so the resource stays the source of truth.
 The API and the operator may both enqueue the same job version; a marker key
 set with SET NX makes sure exactly one of them does.
+
+Each flavor has three queues, one per priority band (``spec.priority`` above,
+at or below zero); a worker takes from them in that order, so a high-priority
+job never waits behind normal ones.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel
 from redis import Redis
 from rq import Queue
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 JOB_FUNCTION = "llmloom.worker.tasks.run_job"
@@ -33,9 +40,33 @@ class JobRef(BaseModel):
         return f"{self.uid}-g{self.generation}"
 
 
-def queue_name(namespace: str, flavor: str) -> str:
-    """The RQ queue of one flavor (flavors are namespaced, so is the queue)."""
-    return f"{namespace}/{flavor}"
+def queue_name(namespace: str, flavor: str, priority: int = 0) -> str:
+    """The RQ queue of one flavor and priority band (flavors are namespaced, so are queues)."""
+    base = f"{namespace}/{flavor}"
+    return f"{base}:high" if priority > 0 else f"{base}:low" if priority < 0 else base
+
+
+def queue_names(flavor_queue: str) -> list[str]:
+    """The band queues of ``namespace/flavor``, highest priority first (a worker's order)."""
+    return [f"{flavor_queue}:high", flavor_queue, f"{flavor_queue}:low"]
+
+
+@dataclass(frozen=True)
+class Depth:
+    """How much work a flavor has."""
+
+    pending: int
+    running: int
+
+
+def depth(redis: Redis, namespace: str, flavor: str) -> Depth:
+    """Jobs waiting on and running from a flavor's queues."""
+    pending = running = 0
+    for name in queue_names(queue_name(namespace, flavor)):
+        q = queue(name, redis)
+        pending += q.count
+        running += StartedJobRegistry(queue=q).get_job_count(cleanup=False)
+    return Depth(pending=pending, running=running)
 
 
 def marker_key(ref: JobRef) -> str:
@@ -47,7 +78,9 @@ def queue(name: str, redis: Redis) -> Queue:
     return Queue(name, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue(redis: Redis, flavor: str, ref: JobRef, timeout_seconds: int = 3600) -> bool:
+def enqueue(
+    redis: Redis, flavor: str, ref: JobRef, priority: int = 0, timeout_seconds: int = 3600
+) -> bool:
     """Put one job version on its flavor's queue unless someone already did.
 
     Returns:
@@ -56,7 +89,7 @@ def enqueue(redis: Redis, flavor: str, ref: JobRef, timeout_seconds: int = 3600)
     if not redis.set(marker_key(ref), "1", nx=True, ex=MARKER_TTL_SECONDS):
         return False
     try:
-        queue(queue_name(ref.namespace, flavor), redis).enqueue_call(
+        queue(queue_name(ref.namespace, flavor, priority), redis).enqueue_call(
             JOB_FUNCTION,
             args=(ref.model_dump(),),
             job_id=ref.rq_id,

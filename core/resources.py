@@ -10,7 +10,7 @@ Python side and the server agree on what a valid object is.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -33,6 +33,12 @@ class Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, unset fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def server_default(model: type[Model]) -> dict[str, Any]:
+    """A schema default for a nested object (pydantic leaves ``default_factory`` out),
+    so that the API server fills it in and ``kubectl get -o yaml`` shows it."""
+    return {"default": model().wire()}
 
 
 def cel(rule: str, message: str) -> dict[str, Any]:
@@ -74,32 +80,184 @@ class SecretKeyRef(Model):
 
 # --------------------------------------------------------------------------- Flavor
 
-Provider = Literal["openai", "vllm"]
+Provider = Literal["openai", "vllm", "ollama"]
 Capability = Literal["chat", "embeddings"]
 _CHAT_ONLY: list[Capability] = ["chat"]
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class ReplicaRange(Model):
+    """Bounds for the number of model-server pods; the operator scales between them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "replicas.min must not exceed replicas.max")
+            ]
+        }
+    )
+
+    min: int = Field(default=1, ge=0, le=1000)
+    """Fewest pods; 0 lets the flavor scale to zero (jobs wait in the queue while a pod starts)."""
+    max: int = Field(default=1, ge=1, le=1000)
+    """Most pods."""
+
+
+class Toleration(Model):
+    """A toleration for the model-server pods, as in a Pod spec."""
+
+    key: str | None = Field(default=None, max_length=316)
+    """Taint key the toleration applies to; empty with operator Exists matches all taints."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists or Equal."""
+    value: str | None = Field(default=None, max_length=63)
+    """Taint value to match with operator Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
+    toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class ComputeResources(Model):
+    """CPU and memory for the model-server container (GPUs are set by deploy.gpus)."""
+
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY)]] | None = None
+    """Resources the scheduler reserves, e.g. {cpu: "4", memory: 32Gi}."""
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY)]] | None = None
+    """Upper bounds, e.g. {memory: 48Gi}."""
+
+
+class ModelCache(Model):
+    """Where model weights are kept across restarts of the model server."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.claimName) && has(self.hostPath))",
+                    "modelCache takes claimName or hostPath, not both",
+                )
+            ]
+        }
+    )
+
+    claim_name: str | None = Field(default=None, max_length=253)
+    """An existing PersistentVolumeClaim (ReadWriteMany when replicas.max > 1)."""
+    host_path: str | None = Field(default=None, pattern=r"^/", max_length=4096)
+    """A directory on the GPU node, shared by the pods on that node."""
+    size_limit: str = Field(default="100Gi", pattern=QUANTITY)
+    """Size of the emptyDir used when neither claimName nor hostPath is set."""
+
+
+class EnvVar(Model):
+    """An environment variable of the model-server container."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """Variable name."""
+    value: str = Field(default="", max_length=32768)
+    """Variable value."""
+
+
+class Deploy(Model):
+    """A model server the operator runs on GPU nodes, with a worker beside it in each pod."""
+
+    image: str | None = Field(default=None, max_length=512)
+    """Model-server image; defaults per provider (vLLM's OpenAI server, Ollama)."""
+    args: list[str] | None = Field(default=None, max_length=256)
+    """Model-server arguments; defaults per provider (vLLM: --model <model> ...)."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=256)
+    """Extra environment of the model-server container."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port the model server listens on; defaults per provider (vLLM 8000, Ollama 11434)."""
+    gpus: int = Field(default=1, ge=0, le=64)
+    """nvidia.com/gpu per pod."""
+    replicas: ReplicaRange = Field(
+        default_factory=ReplicaRange, json_schema_extra=server_default(ReplicaRange)
+    )
+    """Bounds for autoscaling on queue depth."""
+    scale_down_delay_seconds: int = Field(default=300, ge=0, le=86400)
+    """How long the load must stay lower before pods are removed."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods require, e.g. {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Tolerations besides the one for the nvidia.com/gpu taint, which is always added."""
+    resources: ComputeResources | None = None
+    """CPU and memory of the model-server container."""
+    model_cache: ModelCache = Field(
+        default_factory=ModelCache, json_schema_extra=server_default(ModelCache)
+    )
+    """Where weights are cached."""
 
 
 class FlavorSpec(Model):
     """How to reach one model: the wire protocol, the model id and the server."""
 
-    provider: Provider
-    """Wire protocol spoken by the server: openai (OpenAI or any OpenAI-compatible
-    server) or vllm (the OpenAI wire with vLLM's error shapes)."""
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.endpoint) != has(self.deploy)",
+                    "exactly one of spec.endpoint (an existing server) and spec.deploy "
+                    "(a server the operator runs) must be set",
+                ),
+                cel(
+                    "!has(self.deploy) || self.provider != 'openai'",
+                    "spec.deploy runs vllm or ollama; provider openai needs spec.endpoint",
+                ),
+            ]
+        }
+    )
+
+    provider: Provider = Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "provider is immutable; create a new Flavor instead")
+            ]
+        }
+    )
+    """Wire protocol: openai (OpenAI or any OpenAI-compatible server), vllm (the OpenAI
+    wire with vLLM's error shapes) or ollama (Ollama's native API)."""
     model: str = Field(min_length=1, max_length=512)
     """Model id sent to the provider, and the name the OpenAI API accepts for it."""
-    endpoint: str = Field(pattern=r"^https?://", max_length=2048)
+    endpoint: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
     """Base URL of an existing server, up to and including the API prefix,
     e.g. https://api.openai.com/v1 or http://vllm.models:8000/v1."""
+    deploy: Deploy | None = None
+    """Run the model server on GPU nodes instead of using an existing one."""
     api_key_secret_ref: SecretKeyRef | None = None
     """Secret holding the provider's API key, sent as a bearer token."""
-    capabilities: list[Capability] = Field(default_factory=lambda: list(_CHAT_ONLY), max_length=2)
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: list(_CHAT_ONLY),
+        max_length=2,
+        json_schema_extra={"default": ["chat"], "x-kubernetes-list-type": "set"},
+    )
     """What the model can do."""
     context_window: int | None = Field(default=None, ge=1)
     """Tokens the model accepts, prompt and output together."""
     max_output_tokens: int | None = Field(default=None, ge=1)
     """Upper bound on completion tokens requested from the provider."""
+    concurrency: int = Field(default=4, ge=1, le=1024)
+    """Requests in flight per worker pod; the autoscaler's target load per pod."""
     timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     """Time allowed for one provider call."""
+
+
+class ReplicaStatus(Model):
+    """Model-server pods, as the operator last saw them."""
+
+    desired: int = 0
+    """Pods the autoscaler asked for."""
+    ready: int = 0
+    """Pods ready to serve."""
+
+
+class QueueStatus(Model):
+    """The flavor's queue, as the operator last saw it."""
+
+    pending: int = 0
+    """Jobs waiting for a worker."""
+    running: int = 0
+    """Jobs a worker is running."""
 
 
 class FlavorStatus(Model):
@@ -109,9 +267,19 @@ class FlavorStatus(Model):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Latest observations of the flavor's state."""
+    """Ready (jobs can run), with the reason when they cannot."""
     observed_generation: int | None = None
     """The metadata.generation last reconciled."""
+    endpoint: str | None = None
+    """URL of the model server: spec.endpoint, or the Service of the deployed server."""
+    replicas: ReplicaStatus | None = None
+    """Model-server pods (deployed flavors)."""
+    queue: QueueStatus | None = None
+    """Queue depth."""
+    selector: str | None = None
+    """Label selector of the model-server pods (for the scale subresource)."""
+    last_scale_time: datetime | None = None
+    """When the load last justified the current number of pods (scale-down delay)."""
 
 
 # --------------------------------------------------------------------------- LLMJob
@@ -169,6 +337,8 @@ class LLMJobSpec(Model):
     """The conversation to complete (task chat); at least one message."""
     parameters: Parameters | None = None
     """Sampling parameters."""
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    """Above 0: taken before every normal job of the flavor; below 0: after them."""
 
 
 class Usage(Model):

@@ -32,6 +32,16 @@ class OperatorSettings(CommonSettings):
     flavor_grace_seconds: float = Field(default=30.0, ge=0)
     """How long a job waits for its Flavor to appear before it fails (GitOps
     tools apply resources in no particular order)."""
+    flavor_resync_seconds: float = Field(default=10.0, gt=0)
+    """How often each flavor's pods, queue and scale are reconciled."""
+    endpoint_check_seconds: float = Field(default=60.0, gt=0)
+    """How often an external flavor's endpoint is checked."""
+    worker_image: str = "llmloom/worker:0.1.0"
+    """Image of the worker container in flavor pods."""
+    worker_service_account: str = "llmloom-worker"
+    """Service account of flavor pods (reads jobs and flavors, writes job status)."""
+    worker_redis_url: str | None = None
+    """Redis URL given to workers; defaults to redis_url."""
 
 
 class WorkerSettings(CommonSettings):
@@ -41,6 +51,13 @@ class WorkerSettings(CommonSettings):
     """RQ queues to take jobs from, as namespace/flavor."""
     burst: bool = False
     """Stop when the queues are empty (tests and one-off runs)."""
+    endpoint: str | None = None
+    """Model server to call instead of the flavor's endpoint: the server beside the
+    worker in a self-hosted flavor's pod."""
+    wait_for_model: bool = False
+    """Before taking jobs, wait until the model server answers (Ollama: pull the model)."""
+    ready_file: str | None = None
+    """File created once the worker takes jobs (the pod's readiness probe checks it)."""
 
 
 class ApiSettings(CommonSettings):

@@ -60,4 +60,6 @@ def admit(
             f"Flavor {flavor.metadata.name!r} cannot run task {job.spec.task!r} "
             f"(capabilities: {', '.join(flavor.spec.capabilities)})",
         )
-    return Admission("enqueue", "Enqueued", f"queued on {queue_name(ns, job.spec.flavor)}")
+    return Admission(
+        "enqueue", "Enqueued", f"queued on {queue_name(ns, job.spec.flavor, job.spec.priority)}"
+    )

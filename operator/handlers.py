@@ -9,18 +9,22 @@ meantime is never overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import httpx
 import kopf
 from redis import Redis
 
 from llmloom import GROUP, VERSION, conditions, queues
-from llmloom.kube import load_config
+from llmloom.kube import Kube, load_config
+from llmloom.operator import builders
 from llmloom.operator.admission import Admission, admit
+from llmloom.operator.flavors import FlavorController, FlavorDeps
 from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
@@ -29,10 +33,48 @@ Body = dict[str, Any]
 
 @dataclass
 class Memo:
-    """What every handler shares: the settings and the Redis connection."""
+    """What every handler shares: the settings and the clients."""
 
     settings: OperatorSettings
     redis: Redis
+    flavors: FlavorController | None = None
+    """Set at startup, on the operator's event loop."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def startup(memo: Memo, **_: Any) -> None:
+    """Create the async clients and the flavor controller on the operator's event loop."""
+    deps = FlavorDeps(
+        settings=memo.settings,
+        kube=Kube.connect(memo.settings.kubeconfig),
+        redis=memo.redis,
+        http=httpx.AsyncClient(),
+    )
+    memo.flavors = FlavorController(deps)
+    memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
+
+
+async def cleanup(memo: Memo, **_: Any) -> None:
+    for task in memo.tasks:
+        task.cancel()
+    await asyncio.gather(*memo.tasks, return_exceptions=True)
+    if memo.flavors is not None:
+        await memo.flavors.deps.kube.aclose()
+        await memo.flavors.deps.http.aclose()
+
+
+def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A flavor's spec changed (or it appeared): reconcile it now."""
+    meta, status = body.get("metadata", {}), body.get("status", {})
+    if memo.flavors is not None and meta.get("generation") != status.get("observedGeneration"):
+        memo.flavors.poke(meta["namespace"], meta["name"])
+
+
+def child_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A flavor's Deployment or pod changed (readiness, scheduling): look at the flavor again."""
+    name = body.get("metadata", {}).get("labels", {}).get(builders.FLAVOR_LABEL)
+    if memo.flavors is not None and name:
+        memo.flavors.poke(body["metadata"]["namespace"], name)
 
 
 def record_admission(adm: Admission, generation: int) -> Callable[[kopf.RawBody], None]:
@@ -110,7 +152,7 @@ def admit_job(
             uid=job.metadata.uid,
             generation=job.metadata.generation,
         )
-        if queues.enqueue(memo.redis, job.spec.flavor, ref):
+        if queues.enqueue(memo.redis, job.spec.flavor, ref, job.spec.priority):
             logger.info(f"enqueued generation {ref.generation} on {adm.message}")
     patch.fns.append(record_admission(adm, job.metadata.generation))
     if adm.action == "wait":
@@ -143,6 +185,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """A registry holding every LLMLoom handler."""
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(login(settings))
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
     # kopf's handler protocols know nothing of index arguments (``flavors``), hence the ignores.
     kopf.index(GROUP, VERSION, "flavors", registry=registry)(flavors)
     for decorator in (
@@ -151,4 +195,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         kopf.on.update(GROUP, VERSION, "llmjobs", field="spec", registry=registry),
     ):
         decorator(admit_job)  # type: ignore[arg-type]
+    # Watch-event handlers need no finalizer: flavors stay deletable without the operator.
+    kopf.on.event(GROUP, VERSION, "flavors", registry=registry)(flavor_changed)
+    for group_version, plural in (("apps/v1", "deployments"), ("v1", "pods")):
+        kopf.on.event(
+            group_version, plural, labels={builders.FLAVOR_LABEL: kopf.PRESENT}, registry=registry
+        )(child_changed)
     return registry

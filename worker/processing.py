@@ -9,7 +9,6 @@ operator's conditions are never lost.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +17,12 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from llmloom import conditions, results, tokens
-from llmloom.kube import FLAVORS, LLMJOBS, SECRETS, Kube, KubeError, Obj
+from llmloom import conditions, results, secrets, tokens
+from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import Flavor, LLMJob, Usage
 from llmloom.settings import WorkerSettings
-from llmloom.worker.providers import ProviderError, openai_chat
+from llmloom.worker.providers import CHAT, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +46,12 @@ class JobFailed(Exception):
 
 
 async def update_status(
-    kube: Kube, ref: JobRef, mutate: Callable[[dict[str, Any]], None], attempts: int = 8
+    deps: Deps, ref: JobRef, mutate: Callable[[dict[str, Any]], None]
 ) -> Obj | None:
-    """Apply ``mutate`` to the job's status, retrying on conflicts.
-
-    Returns:
-        The updated object, or None when the job is gone or now holds another spec version.
-    """
-    for _ in range(attempts):
-        try:
-            obj = await kube.get(LLMJOBS, ref.namespace, ref.name)
-        except KubeError as exc:
-            if exc.code == 404:
-                return None
-            raise
-        meta = obj["metadata"]
-        if meta["uid"] != ref.uid or meta.get("generation") != ref.generation:
-            return None
-        mutate(obj.setdefault("status", {}))
-        try:
-            return await kube.replace_status(LLMJOBS, obj)
-        except KubeError as exc:
-            if exc.code != 409:
-                raise
-    raise RuntimeError(f"status of {ref.namespace}/{ref.name} kept changing under the worker")
+    """Write the status of exactly this job version (None: it is gone or was edited)."""
+    return await deps.kube.update_status(
+        LLMJOBS, ref.namespace, ref.name, mutate, uid=ref.uid, generation=ref.generation
+    )
 
 
 def mark_running(ref: JobRef) -> Callable[[dict[str, Any]], None]:
@@ -121,26 +102,6 @@ def mark_finished(
     return apply
 
 
-async def _api_key(kube: Kube, flavor: Flavor) -> str | None:
-    ref = flavor.spec.api_key_secret_ref
-    if ref is None:
-        return None
-    try:
-        secret = await kube.get(SECRETS, flavor.metadata.namespace, ref.name)
-    except KubeError as exc:
-        if exc.code == 404:
-            raise JobFailed(
-                "SecretMissing",
-                f"Secret {ref.name!r} of Flavor {flavor.metadata.name!r} does not exist",
-                503,
-            ) from exc
-        raise
-    value = secret.get("data", {}).get(ref.key)
-    if value is None:
-        raise JobFailed("SecretMissing", f"Secret {ref.name!r} has no key {ref.key!r}", 503)
-    return base64.b64decode(value).decode().strip()
-
-
 def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
     """Token usage: the provider's own counts, else counted with the flavor's tokenizer."""
     reported = response.get("usage") or {}
@@ -169,10 +130,21 @@ async def _run(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
                 404,
             ) from exc
         raise
-    api_key = await _api_key(deps.kube, flavor)
     try:
-        response = await openai_chat(
-            deps.http, flavor.spec, api_key, job.spec.messages or [], job.spec.parameters
+        api_key = await secrets.api_key(deps.kube, flavor)
+    except secrets.SecretMissing as exc:
+        raise JobFailed("SecretMissing", str(exc), 503) from exc
+    endpoint = deps.settings.endpoint or flavor.spec.endpoint
+    if endpoint is None:
+        raise JobFailed(
+            "NoEndpoint",
+            f"Flavor {flavor.metadata.name!r} is served by its own pods; "
+            "only the workers in those pods run its jobs",
+            503,
+        )
+    try:
+        response = await CHAT[flavor.spec.provider](
+            deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], job.spec.parameters
         )
     except ProviderError as exc:
         code = 400 if exc.reason == "ContextLengthExceeded" else 502
@@ -194,7 +166,7 @@ async def process(deps: Deps, ref: JobRef) -> str:
         return "superseded"
     if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
         return "already-finished"
-    if await update_status(deps.kube, ref, mark_running(ref)) is None:
+    if await update_status(deps, ref, mark_running(ref)) is None:
         return "superseded"
 
     usage: Usage | None = None
@@ -210,7 +182,7 @@ async def process(deps: Deps, ref: JobRef) -> str:
     stored, nbytes = await results.store(
         deps.redis, ref.uid, ref.generation, outcome, deps.settings.result_ttl_seconds
     )
-    await update_status(deps.kube, ref, mark_finished(ref, stored, nbytes, usage, job.spec.flavor))
+    await update_status(deps, ref, mark_finished(ref, stored, nbytes, usage, job.spec.flavor))
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
     return state

@@ -7,6 +7,8 @@ trying again could help.
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -75,8 +77,29 @@ def chat_body(
     return body
 
 
+async def _post(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], seconds: float
+) -> httpx.Response:
+    try:
+        resp = await http.post(url, json=body, headers=headers, timeout=seconds)
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
+    if resp.status_code >= 400:
+        raise classify(resp)
+    return resp
+
+
+def _malformed(resp: httpx.Response, what: str) -> ProviderError:
+    return ProviderError("MalformedResponse", f"not {what}: {resp.text[:500]}", retryable=True)
+
+
 async def openai_chat(
     http: httpx.AsyncClient,
+    endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
     messages: list[Message],
@@ -88,29 +111,79 @@ async def openai_chat(
         The provider's response body, an OpenAI ChatCompletion.
     """
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = spec.endpoint.rstrip("/") + "/chat/completions"
-    try:
-        resp = await http.post(
-            url,
-            json=chat_body(spec, messages, params),
-            headers=headers,
-            timeout=spec.timeout_seconds,
-        )
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            "ProviderTimeout",
-            f"no answer from {url} within {spec.timeout_seconds:g}s",
-            retryable=True,
-        ) from exc
-    except httpx.TransportError as exc:
-        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
-    if resp.status_code >= 400:
-        raise classify(resp)
+    url = endpoint.rstrip("/") + "/chat/completions"
+    resp = await _post(http, url, chat_body(spec, messages, params), headers, spec.timeout_seconds)
     try:
         data: dict[str, Any] = resp.json()
         data["choices"][0]["message"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ProviderError(
-            "MalformedResponse", f"not a chat completion: {resp.text[:500]}", retryable=True
-        ) from exc
+        raise _malformed(resp, "a chat completion") from exc
     return data
+
+
+def ollama_body(
+    spec: FlavorSpec, messages: list[Message], params: Parameters | None
+) -> dict[str, Any]:
+    """The native /api/chat request body for a job (sampling parameters go in options)."""
+    wire = chat_body(spec, messages, params)
+    options: dict[str, Any] = {}
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+        ("seed", "seed"),
+        ("stop", "stop"),
+        ("max_tokens", "num_predict"),
+    ):
+        if ours in wire:
+            options[theirs] = wire[ours]
+    body: dict[str, Any] = {"model": spec.model, "messages": wire["messages"], "stream": False}
+    if options:
+        body["options"] = options
+    return body
+
+
+def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """An Ollama /api/chat answer as an OpenAI ChatCompletion."""
+    prompt, completion = int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": data.get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": data["message"]["content"]},
+                "finish_reason": "length" if data.get("done_reason") == "length" else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+async def ollama_chat(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    spec: FlavorSpec,
+    api_key: str | None,
+    messages: list[Message],
+    params: Parameters | None,
+) -> dict[str, Any]:
+    """One chat completion over Ollama's native API, answered as an OpenAI ChatCompletion."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url = endpoint.rstrip("/") + "/api/chat"
+    resp = await _post(
+        http, url, ollama_body(spec, messages, params), headers, spec.timeout_seconds
+    )
+    try:
+        return from_ollama(resp.json(), spec.model)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _malformed(resp, "an Ollama chat answer") from exc
+
+
+CHAT = {"openai": openai_chat, "vllm": openai_chat, "ollama": ollama_chat}
+"""The chat call of each provider."""

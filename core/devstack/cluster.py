@@ -185,20 +185,32 @@ def gpu_node(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3") -
                 "nvidia.com/gpu.count": str(gpus),
             },
         },
-        "spec": {
-            "taints": [
-                {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
-                {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"},
-            ]
-        },
-        "status": {"capacity": resources, "allocatable": resources},
+        # The taint the NVIDIA GPU operator puts on GPU nodes. No kwok taint: the
+        # test bed has no real nodes, and LLMLoom's pods must land here exactly
+        # as they would on a real cluster, without a test-only toleration.
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+        "status": {"capacity": resources, "allocatable": dict(resources)},
     }
+
+
+def cpu_node(name: str) -> dict[str, Any]:
+    """A fake node without GPUs, for the pods that need none (external flavors' workers)."""
+    node = gpu_node(name, gpus=0)
+    labels = node["metadata"]["labels"]
+    for key in [k for k in labels if k.startswith("nvidia.com/")]:
+        del labels[key]
+    del (
+        node["status"]["capacity"]["nvidia.com/gpu"],
+        node["status"]["allocatable"]["nvidia.com/gpu"],
+    )
+    node["spec"]["taints"] = []
+    return node
 
 
 class Cluster:
     """A running control plane. ``stop()`` ends every process and removes its state."""
 
-    def __init__(self, root: Path | None = None, gpu_nodes: int = 2) -> None:
+    def __init__(self, root: Path | None = None, gpu_nodes: int = 2, cpu_nodes: int = 1) -> None:
         self.bin = testbed_bin()
         base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
         self.root = root or Path(tempfile.mkdtemp(prefix="llmloom-cluster-", dir=base))
@@ -207,7 +219,7 @@ class Cluster:
         self.procs: list[Proc] = []
         self.pki = self.root / "pki"
         try:
-            self._start(gpu_nodes)
+            self._start(gpu_nodes, cpu_nodes)
         except BaseException:
             print(self.dump_logs())
             self.stop()
@@ -219,7 +231,7 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def _start(self, gpu_nodes: int) -> None:
+    def _start(self, gpu_nodes: int, cpu_nodes: int) -> None:
         make_pki(self.pki)
         p = self.pki
         client, peer, secure = free_port(), free_port(), free_port()
@@ -315,7 +327,9 @@ class Cluster:
         )
         for i in range(gpu_nodes):
             self.apply(gpu_node(f"gpu-node-{i}"))
-        if gpu_nodes:
+        for i in range(cpu_nodes):
+            self.apply(cpu_node(f"cpu-node-{i}"))
+        if gpu_nodes or cpu_nodes:
             wait_for(self._nodes_ready, 60, "the fake GPU nodes to be Ready")
         # The namespace "default" and its service account appear once the
         # controllers run; tests and users expect both.
@@ -339,13 +353,15 @@ class Cluster:
         self, *args: str, input: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run the test bed's kubectl against this cluster."""
-        return subprocess.run(
+        res = subprocess.run(
             [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
             input=input,
             text=True,
             capture_output=True,
-            check=check,
         )
+        if check and res.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {res.stderr.strip()}")
+        return res
 
     def apply(self, *objs: dict[str, Any]) -> None:
         """kubectl apply (server-side) of in-memory manifests."""

@@ -40,7 +40,7 @@ def serve(port: int, ctx: int, parallel: int, threads: int) -> None:
 
     p = xlc.CommonParams()
     p.model.path = str(model_path())
-    p.model_alias = MODEL_NAME
+    p.model_alias = {MODEL_NAME}  # a set of names
     p.n_ctx = ctx
     p.n_parallel = parallel
     p.cpuparams.n_threads = threads

@@ -79,7 +79,11 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
 @pytest.fixture(scope="session")
 def operator(cluster: Cluster, redis_server: RedisServer) -> Iterator[OperatorThread]:
     settings = OperatorSettings(
-        redis_url=redis_server.url, kubeconfig=str(cluster.kubeconfig), flavor_grace_seconds=2
+        redis_url=redis_server.url,
+        kubeconfig=str(cluster.kubeconfig),
+        flavor_grace_seconds=2,
+        flavor_resync_seconds=1,
+        endpoint_check_seconds=1,
     )
     op = OperatorThread(settings).start()
     yield op
@@ -178,12 +182,13 @@ def start_worker(
     """Start a worker process (as a pod on a GPU node would run) on the given queues."""
     procs: list[Proc] = []
 
-    def start(*queues: str) -> Proc:
+    def start(*queues: str, env: dict[str, str] | None = None) -> Proc:
         args = [a for q in queues for a in ("--queue", q)]
         env = {
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis_server.url,
             "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+            **(env or {}),
         }
         proc = Proc(f"worker-{len(procs)}", [*PY, "worker", *args], tmp_path, env)
         procs.append(proc)

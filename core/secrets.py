@@ -1,0 +1,31 @@
+"""Reading the API keys that flavors name, with a clear error when one is missing."""
+
+from __future__ import annotations
+
+import base64
+
+from llmloom.kube import SECRETS, Kube, KubeError
+from llmloom.resources import Flavor
+
+
+class SecretMissing(Exception):
+    """The Secret or key a flavor names does not exist."""
+
+
+async def api_key(kube: Kube, flavor: Flavor) -> str | None:
+    """The flavor's API key, None when it names none; raises SecretMissing."""
+    ref = flavor.spec.api_key_secret_ref
+    if ref is None:
+        return None
+    try:
+        secret = await kube.get(SECRETS, flavor.metadata.namespace, ref.name)
+    except KubeError as exc:
+        if exc.code == 404:
+            raise SecretMissing(
+                f"Secret {ref.name!r} named by Flavor {flavor.metadata.name!r} does not exist"
+            ) from exc
+        raise
+    value = secret.get("data", {}).get(ref.key)
+    if value is None:
+        raise SecretMissing(f"Secret {ref.name!r} has no key {ref.key!r}")
+    return base64.b64decode(value).decode().strip()

@@ -1,0 +1,284 @@
+"""Reconciling one Flavor: its pods, its readiness, its scale.
+
+Called by the kopf handlers on every change and on a timer. It applies the
+flavor's children (server-side apply, so each tick is one idempotent request
+per object), reads back what Kubernetes made of them, checks an external
+endpoint, and returns a ``FlavorReport`` that the handler writes to the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from redis import Redis
+
+from llmloom import conditions, queues, secrets
+from llmloom.kube import DEPLOYMENTS, FLAVORS, PODS, SERVICES, Kube, KubeError
+from llmloom.operator import builders, scaling
+from llmloom.resources import Flavor, QueueStatus, ReplicaStatus
+from llmloom.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The flavor's Ready condition."""
+
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FlavorReport:
+    """What the reconciler saw and did: everything the status shows."""
+
+    ready: Readiness
+    endpoint: str
+    queue: QueueStatus
+    replicas: ReplicaStatus | None = None
+    selector: str | None = None
+    last_scale_time: datetime | None = None
+
+
+@dataclass
+class FlavorDeps:
+    """Clients of the operator process that flavor reconciling uses."""
+
+    settings: OperatorSettings
+    kube: Kube
+    redis: Redis
+    http: httpx.AsyncClient
+    probes: dict[str, tuple[float, Readiness]] = field(default_factory=dict)
+    """Last endpoint check per flavor version, so endpoints are not probed every tick."""
+
+
+def _served_models(provider: str, body: Any) -> set[str]:
+    if provider == "ollama":
+        names = {m.get("name", "") for m in body.get("models", [])}
+        return names | {n.removesuffix(":latest") for n in names}
+    return {m.get("id", "") for m in body.get("data", [])}
+
+
+async def probe_endpoint(http: httpx.AsyncClient, flavor: Flavor, api_key: str | None) -> Readiness:
+    """Ask an external endpoint which models it serves."""
+    base = (flavor.spec.endpoint or "").rstrip("/")
+    url = base + ("/api/tags" if flavor.spec.provider == "ollama" else "/models")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        resp = await http.get(url, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        return Readiness("False", "EndpointUnreachable", f"{url}: {exc!r}")
+    if resp.status_code in (401, 403):
+        return Readiness(
+            "False", "Unauthorized", f"{url} answered {resp.status_code}: {resp.text[:300]}"
+        )
+    if resp.status_code >= 400:
+        return Readiness(
+            "False", "EndpointError", f"{url} answered {resp.status_code}: {resp.text[:300]}"
+        )
+    try:
+        served = _served_models(flavor.spec.provider, resp.json())
+    except (ValueError, AttributeError):
+        return Readiness("False", "EndpointError", f"{url} did not answer with a model list")
+    if flavor.spec.model not in served:
+        listed = ", ".join(sorted(served)[:10]) or "none"
+        return Readiness(
+            "False",
+            "ModelNotServed",
+            f"{flavor.spec.model!r} is not among the models of {url}: {listed}",
+        )
+    return Readiness("True", "EndpointReady", f"{url} serves {flavor.spec.model!r}")
+
+
+async def check_external(deps: FlavorDeps, flavor: Flavor) -> Readiness:
+    """The external endpoint's readiness, re-probed every ``endpoint_check_seconds``."""
+    key = f"{flavor.metadata.uid}/{flavor.metadata.generation}"
+    cached = deps.probes.get(key)
+    if cached is not None and time.monotonic() - cached[0] < deps.settings.endpoint_check_seconds:
+        return cached[1]
+    try:
+        api_key = await secrets.api_key(deps.kube, flavor)
+    except secrets.SecretMissing as exc:
+        result = Readiness("False", "SecretMissing", str(exc))
+    else:
+        result = await probe_endpoint(deps.http, flavor, api_key)
+    deps.probes[key] = (time.monotonic(), result)
+    return result
+
+
+def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's message for the first pod it could not place, if any."""
+    for pod in pods:
+        for cond in pod.get("status", {}).get("conditions", []):
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return str(cond.get("message") or cond.get("reason") or "unschedulable")
+    return None
+
+
+async def _deployment(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return await kube.get(DEPLOYMENTS, namespace, name)
+    except KubeError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorReport:
+    """Bring the flavor's children in line with its spec and report what is there."""
+    ns, name = flavor.metadata.namespace, flavor.metadata.name
+    depth = await asyncio.to_thread(queues.depth, deps.redis, ns, name)
+    queue = QueueStatus(pending=depth.pending, running=depth.running)
+    kube, manager = deps.kube, builders.MANAGER
+    deploy = flavor.spec.deploy
+    if deploy is None:
+        await kube.apply(
+            DEPLOYMENTS, ns, builders.worker_deployment(flavor, deps.settings), manager
+        )
+        ready = await check_external(deps, flavor)
+        return FlavorReport(ready=ready, endpoint=builders.endpoint(flavor), queue=queue)
+
+    current_obj = await _deployment(kube, ns, name)
+    current = int(current_obj["spec"].get("replicas", 0)) if current_obj else 0
+    last = flavor.status.last_scale_time
+    decision = scaling.decide(
+        current,
+        depth.pending,
+        depth.running,
+        flavor.spec.concurrency,
+        deploy.replicas.min,
+        deploy.replicas.max,
+        last,
+        now,
+        deploy.scale_down_delay_seconds,
+    )
+    applied = await kube.apply(
+        DEPLOYMENTS,
+        ns,
+        builders.model_deployment(flavor, deps.settings, decision.replicas),
+        manager,
+    )
+    await kube.apply(SERVICES, ns, builders.model_service(flavor), manager)
+    ready_pods = int(applied.get("status", {}).get("readyReplicas") or 0)
+    replicas = ReplicaStatus(desired=decision.replicas, ready=ready_pods)
+    if decision.replicas == 0:
+        ready = Readiness("True", "ScaledToZero", "no pods run; the next job starts one")
+    elif ready_pods > 0:
+        ready = Readiness(
+            "True", "ModelServerReady", f"{ready_pods} of {decision.replicas} pods ready"
+        )
+    else:
+        pods = await kube.list(PODS, ns, builders.selector_string(flavor))
+        reason = _unschedulable(pods)
+        if reason is not None:
+            ready = Readiness("False", "Unschedulable", reason)
+        else:
+            ready = Readiness(
+                "False", "ModelServerStarting", f"0 of {decision.replicas} pods ready"
+            )
+    return FlavorReport(
+        ready=ready,
+        endpoint=builders.endpoint(flavor),
+        queue=queue,
+        replicas=replicas,
+        selector=builders.selector_string(flavor),
+        last_scale_time=decision.last_scale_time,
+    )
+
+
+def _timestamp(at: datetime | None) -> str | None:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
+
+
+def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], None]:
+    """A status mutation writing a reconcile report."""
+
+    def apply(status: dict[str, Any]) -> None:
+        r = report.ready
+        status["conditions"] = conditions.set_condition(
+            status.get("conditions", []),
+            conditions.READY,
+            r.status,
+            r.reason,
+            r.message,
+            generation,
+        )
+        status["observedGeneration"] = generation
+        status["endpoint"] = report.endpoint
+        status["queue"] = report.queue.wire()
+        if report.replicas is not None:
+            status["replicas"] = report.replicas.wire()
+            status["selector"] = report.selector
+            status["lastScaleTime"] = _timestamp(report.last_scale_time)
+
+    return apply
+
+
+class FlavorController:
+    """Reconciles flavors when poked (their objects changed) and every resync period.
+
+    A plain loop rather than a kopf timer per flavor: kopf puts a finalizer on
+    every object with a timer, and a finalizer with no operator left to remove
+    it blocks the deletion of the flavor and of its namespace.
+    """
+
+    def __init__(self, deps: FlavorDeps, concurrency: int = 8) -> None:
+        self.deps = deps
+        self._dirty: set[tuple[str, str]] = set()
+        self._wake = asyncio.Event()
+        self._limit = asyncio.Semaphore(concurrency)
+
+    def poke(self, namespace: str, name: str) -> None:
+        """Reconcile this flavor soon."""
+        self._dirty.add((namespace, name))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Reconcile until cancelled: poked flavors at once, all of them every resync period."""
+        period = self.deps.settings.flavor_resync_seconds
+        next_full = 0.0
+        while True:
+            timeout = max(0.0, next_full - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            keys, self._dirty = self._dirty, set()
+            if time.monotonic() >= next_full:
+                next_full = time.monotonic() + period
+                try:
+                    keys |= await self._all()
+                except Exception:
+                    log.exception("listing flavors failed")
+            await asyncio.gather(*(self._one(ns, name) for ns, name in keys))
+
+    async def _all(self) -> set[tuple[str, str]]:
+        items = await self.deps.kube.list(FLAVORS, self.deps.settings.namespace)
+        return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+
+    async def _one(self, namespace: str, name: str) -> None:
+        async with self._limit:
+            try:
+                obj = await self.deps.kube.get(FLAVORS, namespace, name)
+                if obj["metadata"].get("deletionTimestamp"):
+                    return
+                flavor = Flavor.model_validate(obj)
+                report = await reconcile(self.deps, flavor, datetime.now(UTC))
+                await self.deps.kube.update_status(
+                    FLAVORS, namespace, name, record(report, flavor.metadata.generation),
+                    uid=flavor.metadata.uid,
+                )  # fmt: skip
+            except KubeError as exc:
+                if exc.code != 404:
+                    log.warning("reconciling flavor %s/%s failed: %s", namespace, name, exc)
+            except Exception:
+                log.exception("reconciling flavor %s/%s failed", namespace, name)
