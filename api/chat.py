@@ -43,7 +43,7 @@ async def create_chat_completion(
         messages=[m.to_resource() for m in request.messages],
         parameters=request.parameters(),
     )
-    job = await jobs.submit(services, tenant, spec, prefix="chat-")
+    job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-")
     headers = {TASK_HEADER: job.metadata.name}
     outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
     if outcome is None:

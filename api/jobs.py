@@ -39,7 +39,9 @@ async def resolve_flavor(services: Services, namespace: str, model: str) -> Flav
     )
 
 
-async def submit(services: Services, namespace: str, spec: LLMJobSpec, prefix: str) -> LLMJob:
+async def submit(
+    services: Services, namespace: str, flavor: Flavor, spec: LLMJobSpec, prefix: str
+) -> LLMJob:
     """Create the LLMJob and put it on its flavor's queue."""
     body = {
         "apiVersion": API_VERSION,
@@ -61,7 +63,10 @@ async def submit(services: Services, namespace: str, spec: LLMJobSpec, prefix: s
         uid=job.metadata.uid,
         generation=job.metadata.generation,
     )
-    await asyncio.to_thread(queues.enqueue, services.sync_redis, spec.flavor, ref, spec.priority)
+    await asyncio.to_thread(
+        queues.enqueue, services.sync_redis, spec.flavor, ref, spec.priority,
+        queues.job_timeout(flavor),
+    )  # fmt: skip
     return job
 
 

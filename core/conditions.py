@@ -14,6 +14,7 @@ ACCEPTED = "Accepted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 READY = "Ready"
+SUSPENDED = "Suspended"
 
 
 def now() -> str:
@@ -68,6 +69,8 @@ def job_state(conditions: list[dict[str, Any]], running: bool = False) -> str:
         return "Succeeded"
     if is_true(conditions, FAILED):
         return "Failed"
+    if is_true(conditions, SUSPENDED):
+        return "Suspended"
     if running:
         return "Running"
     if is_true(conditions, ACCEPTED):

@@ -21,6 +21,8 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from llmloom.resources import Flavor
+
 JOB_FUNCTION = "llmloom.worker.tasks.run_job"
 """Import path of the function RQ calls for every job."""
 MARKER_TTL_SECONDS = 7 * 24 * 3600
@@ -67,6 +69,21 @@ def depth(redis: Redis, namespace: str, flavor: str) -> Depth:
         pending += q.count
         running += StartedJobRegistry(queue=q).get_job_count(cleanup=False)
     return Depth(pending=pending, running=running)
+
+
+def job_timeout(flavor: Flavor) -> int:
+    """RQ's limit for one attempt: the provider call's timeout and room for the rest.
+
+    It also bounds how long a dead worker's job stays "started" before RQ
+    declares it abandoned and the operator enqueues it again.
+    """
+    return int(flavor.spec.timeout_seconds) + 30
+
+
+def lease_key(ref: JobRef) -> str:
+    """Held (with a short TTL, renewed) by the worker running the job version: when a
+    started attempt has no lease, its worker died and the operator enqueues it again."""
+    return f"llmloom:lease:{ref.rq_id}"
 
 
 def marker_key(ref: JobRef) -> str:

@@ -286,7 +286,7 @@ class FlavorStatus(Model):
 
 Task = Literal["chat"]
 Role = Literal["system", "user", "assistant", "tool"]
-JobState = Literal["Pending", "Queued", "Running", "Succeeded", "Failed"]
+JobState = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
 
 
 class Message(Model):
@@ -339,6 +339,14 @@ class LLMJobSpec(Model):
     """Sampling parameters."""
     priority: int = Field(default=0, ge=-1000, le=1000)
     """Above 0: taken before every normal job of the flavor; below 0: after them."""
+    suspend: bool = False
+    """True holds the job: it is not started, and a running attempt is stopped.
+    Setting it back to false runs the job (as a new spec version)."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """Fail the job with reason DeadlineExceeded if it has not finished this many
+    seconds after it was created (time in the queue counts)."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the job, and its stored results, this many seconds after it finished."""
 
 
 class Usage(Model):
@@ -372,7 +380,7 @@ class LLMJobStatus(Model):
     )
     """Accepted, then Succeeded or Failed (Succeeded is the summary)."""
     state: JobState | None = None
-    """One word for kubectl get: Pending, Queued, Running, Succeeded or Failed."""
+    """One word for kubectl get: Pending, Queued, Running, Suspended, Succeeded or Failed."""
     observed_generation: int | None = None
     """The metadata.generation last acted on."""
     attempts: int | None = None
@@ -404,6 +412,7 @@ class ObjectMeta(Model):
     resource_version: str = ""
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    creation_timestamp: datetime | None = None
 
 
 class Flavor(Model):

@@ -36,6 +36,10 @@ class OperatorSettings(CommonSettings):
     """How often each flavor's pods, queue and scale are reconciled."""
     endpoint_check_seconds: float = Field(default=60.0, gt=0)
     """How often an external flavor's endpoint is checked."""
+    job_resync_seconds: float = Field(default=5.0, gt=0)
+    """How often jobs are checked for deadlines, TTLs and lost queue entries."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Attempts a job gets when its worker is lost before it fails with WorkerLost."""
     worker_image: str = "llmloom/worker:0.1.0"
     """Image of the worker container in flavor pods."""
     worker_service_account: str = "llmloom-worker"
@@ -56,6 +60,11 @@ class WorkerSettings(CommonSettings):
     worker in a self-hosted flavor's pod."""
     wait_for_model: bool = False
     """Before taking jobs, wait until the model server answers (Ollama: pull the model)."""
+    lease_seconds: float = Field(default=10.0, gt=0)
+    """Lifetime of the lease a worker renews while it runs a job; once it lapses, the
+    operator takes the worker for dead and enqueues the job again."""
+    cancel_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often a running job is looked at, to stop it once deleted, edited or suspended."""
     ready_file: str | None = None
     """File created once the worker takes jobs (the pod's readiness probe checks it)."""
 

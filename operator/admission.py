@@ -13,7 +13,7 @@ from llmloom import conditions
 from llmloom.queues import queue_name
 from llmloom.resources import Flavor, LLMJob
 
-Action = Literal["enqueue", "wait", "reject", "skip"]
+Action = Literal["enqueue", "wait", "reject", "skip", "suspend"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ def admit(
     conds = [c.wire() for c in job.status.conditions]
     if conditions.finished(conds, gen):
         return Admission("skip", "AlreadyFinished", "this spec version already finished")
+    if job.spec.suspend:
+        return Admission("suspend", "Suspended", "held by spec.suspend; set it to false to run")
     if flavor is None:
         if age_seconds < grace_seconds:
             return Admission(

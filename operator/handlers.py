@@ -19,12 +19,14 @@ from typing import Any, cast
 import httpx
 import kopf
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from llmloom import GROUP, VERSION, conditions, queues
 from llmloom.kube import Kube, load_config
 from llmloom.operator import builders
 from llmloom.operator.admission import Admission, admit
 from llmloom.operator.flavors import FlavorController, FlavorDeps
+from llmloom.operator.jobs import JobController
 from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
@@ -39,6 +41,7 @@ class Memo:
     redis: Redis
     flavors: FlavorController | None = None
     """Set at startup, on the operator's event loop."""
+    jobs: JobController | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -51,7 +54,11 @@ async def startup(memo: Memo, **_: Any) -> None:
         http=httpx.AsyncClient(),
     )
     memo.flavors = FlavorController(deps)
+    memo.jobs = JobController(
+        memo.settings, deps.kube, memo.redis, AsyncRedis.from_url(memo.settings.redis_url)
+    )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
+    memo.tasks.append(asyncio.create_task(memo.jobs.run(), name="llmloom-jobs"))
 
 
 async def cleanup(memo: Memo, **_: Any) -> None:
@@ -61,6 +68,14 @@ async def cleanup(memo: Memo, **_: Any) -> None:
     if memo.flavors is not None:
         await memo.flavors.deps.kube.aclose()
         await memo.flavors.deps.http.aclose()
+    if memo.jobs is not None:
+        await memo.jobs.aredis.aclose()
+
+
+def job_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
+    """Keep the job controller's view of jobs current."""
+    if memo.jobs is not None:
+        memo.jobs.observe(type, body)
 
 
 def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
@@ -100,10 +115,18 @@ def record_admission(adm: Admission, generation: int) -> Callable[[kopf.RawBody]
                 conds, conditions.FAILED, "True", adm.reason, adm.message, generation
             )
             status["completionTime"] = conditions.now()
+        elif adm.action == "suspend":
+            conds = conditions.set_condition(
+                conds, conditions.SUSPENDED, "True", adm.reason, adm.message, generation
+            )
         else:
             state = "True" if adm.action == "enqueue" else "False"
             conds = conditions.set_condition(
                 conds, conditions.ACCEPTED, state, adm.reason, adm.message, generation
+            )
+        if adm.action != "suspend" and conditions.find(conds, conditions.SUSPENDED):
+            conds = conditions.set_condition(
+                conds, conditions.SUSPENDED, "False", "Resumed", "spec.suspend is false", generation
             )
         if not conditions.finished(conds, generation) or adm.action == "reject":
             status["message"] = adm.message
@@ -152,7 +175,10 @@ def admit_job(
             uid=job.metadata.uid,
             generation=job.metadata.generation,
         )
-        if queues.enqueue(memo.redis, job.spec.flavor, ref, job.spec.priority):
+        assert flavor is not None
+        if queues.enqueue(
+            memo.redis, job.spec.flavor, ref, job.spec.priority, queues.job_timeout(flavor)
+        ):
             logger.info(f"enqueued generation {ref.generation} on {adm.message}")
     patch.fns.append(record_admission(adm, job.metadata.generation))
     if adm.action == "wait":
@@ -195,7 +221,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         kopf.on.update(GROUP, VERSION, "llmjobs", field="spec", registry=registry),
     ):
         decorator(admit_job)  # type: ignore[arg-type]
-    # Watch-event handlers need no finalizer: flavors stay deletable without the operator.
+    # Watch-event handlers need no finalizer: objects stay deletable without the operator.
+    kopf.on.event(GROUP, VERSION, "llmjobs", registry=registry)(job_event)
     kopf.on.event(GROUP, VERSION, "flavors", registry=registry)(flavor_changed)
     for group_version, plural in (("apps/v1", "deployments"), ("v1", "pods")):
         kopf.on.event(

@@ -9,7 +9,9 @@ operator's conditions are never lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from llmloom import conditions, results, secrets, tokens
+from llmloom import conditions, jobstatus, queues, results, secrets, tokens
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import Flavor, LLMJob, Usage
@@ -52,54 +54,6 @@ async def update_status(
     return await deps.kube.update_status(
         LLMJOBS, ref.namespace, ref.name, mutate, uid=ref.uid, generation=ref.generation
     )
-
-
-def mark_running(ref: JobRef) -> Callable[[dict[str, Any]], None]:
-    def apply(status: dict[str, Any]) -> None:
-        status["state"] = conditions.job_state(status.get("conditions", []), running=True)
-        status.setdefault("startTime", conditions.now())
-        status["attempts"] = int(status.get("attempts") or 0) + 1
-        status["message"] = "running"
-
-    return apply
-
-
-def mark_finished(
-    ref: JobRef, outcome: results.Outcome, nbytes: int, usage: Usage | None, flavor: str
-) -> Callable[[dict[str, Any]], None]:
-    def apply(status: dict[str, Any]) -> None:
-        conds = status.get("conditions", [])
-        gen = ref.generation
-        if outcome.ok:
-            conds = conditions.set_condition(
-                conds, conditions.SUCCEEDED, "True", "Completed", "result stored", gen
-            )
-            conds = [c for c in conds if c["type"] != conditions.FAILED]
-            status["message"] = "completed"
-        else:
-            assert outcome.error is not None
-            err = outcome.error
-            conds = conditions.set_condition(
-                conds, conditions.FAILED, "True", err.reason, err.message, gen
-            )
-            conds = conditions.set_condition(
-                conds, conditions.SUCCEEDED, "False", err.reason, err.message, gen
-            )
-            status["message"] = err.message[:1024]
-        status["conditions"] = conds
-        status["state"] = conditions.job_state(conds)
-        status["observedGeneration"] = gen
-        status["completionTime"] = conditions.now()
-        status["flavorUsed"] = flavor
-        status["result"] = {
-            "version": gen,
-            "key": results.result_key(ref.uid, gen),
-            "bytes": nbytes,
-        }
-        if usage is not None:
-            status["usage"] = usage.wire()
-
-    return apply
 
 
 def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
@@ -154,8 +108,72 @@ async def _run(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
     return results.Outcome(ok=True, response=response), usage_of(response, job, flavor)
 
 
+def deadline_left(job: LLMJob, now: float) -> float | None:
+    """Seconds until the job's activeDeadlineSeconds passes (None: no deadline)."""
+    if job.spec.active_deadline_seconds is None or job.metadata.creation_timestamp is None:
+        return None
+    return job.metadata.creation_timestamp.timestamp() + job.spec.active_deadline_seconds - now
+
+
+async def renew_lease(deps: Deps, ref: JobRef) -> None:
+    """Show the operator that this worker is alive and running the job version."""
+    ttl_ms = int(deps.settings.lease_seconds * 1000)
+    await deps.redis.set(queues.lease_key(ref), "1", px=ttl_ms)
+
+
+async def watch_for_cancel(deps: Deps, ref: JobRef) -> str:
+    """Renew the lease, and return as soon as the job should stop: deleted, edited,
+    suspended or ended elsewhere."""
+    every = min(deps.settings.cancel_poll_seconds, deps.settings.lease_seconds / 3)
+    while True:
+        await asyncio.sleep(every)
+        await renew_lease(deps, ref)
+        try:
+            job = LLMJob.model_validate(await deps.kube.get(LLMJOBS, ref.namespace, ref.name))
+        except KubeError as exc:
+            if exc.code == 404:
+                return "deleted"
+            continue  # the API server hiccupped; the attempt goes on
+        if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
+            return "superseded"
+        if job.spec.suspend:
+            return "suspended"
+        if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
+            return "ended-elsewhere"  # e.g. failed by the operator at its deadline
+
+
+async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
+    """One attempt, bounded by the job's deadline, as an outcome."""
+    left = deadline_left(job, time.time())
+    try:
+        if left is not None and left <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(left):
+            return await _run(deps, job)
+    except TimeoutError:
+        return _failure("DeadlineExceeded", "not finished within activeDeadlineSeconds="
+                        f"{job.spec.active_deadline_seconds}", 504), None  # fmt: skip
+    except JobFailed as exc:
+        return _failure(exc.reason, exc.message, exc.status_code), None
+
+
+def _failure(reason: str, message: str, status_code: int) -> results.Outcome:
+    return results.Outcome(
+        ok=False,
+        error=results.ErrorInfo(reason=reason, message=message, status_code=status_code),
+    )
+
+
 async def process(deps: Deps, ref: JobRef) -> str:
     """Run one job version. Returns a word for RQ's result: what happened."""
+    await renew_lease(deps, ref)
+    try:
+        return await _process(deps, ref)
+    finally:
+        await deps.redis.delete(queues.lease_key(ref))
+
+
+async def _process(deps: Deps, ref: JobRef) -> str:
     try:
         job = LLMJob.model_validate(await deps.kube.get(LLMJOBS, ref.namespace, ref.name))
     except KubeError as exc:
@@ -164,25 +182,28 @@ async def process(deps: Deps, ref: JobRef) -> str:
         raise
     if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
         return "superseded"
+    if job.spec.suspend:
+        return "suspended"
     if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
         return "already-finished"
-    if await update_status(deps, ref, mark_running(ref)) is None:
+    if await update_status(deps, ref, jobstatus.mark_running()) is None:
         return "superseded"
 
-    usage: Usage | None = None
-    try:
-        outcome, usage = await _run(deps, job)
-    except JobFailed as exc:
-        outcome = results.Outcome(
-            ok=False,
-            error=results.ErrorInfo(
-                reason=exc.reason, message=exc.message, status_code=exc.status_code
-            ),
-        )
+    attempt = asyncio.create_task(_attempt(deps, job))
+    watcher = asyncio.create_task(watch_for_cancel(deps, ref))
+    await asyncio.wait({attempt, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if not attempt.done():
+        attempt.cancel()  # stops the provider call: the job was deleted, edited or suspended
+        log.info("job %s/%s stopped: %s", ref.namespace, ref.name, watcher.result())
+        return f"cancelled-{watcher.result()}"
+    watcher.cancel()
+    outcome, usage = attempt.result()
     stored, nbytes = await results.store(
         deps.redis, ref.uid, ref.generation, outcome, deps.settings.result_ttl_seconds
     )
-    await update_status(deps, ref, mark_finished(ref, stored, nbytes, usage, job.spec.flavor))
+    await update_status(
+        deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, job.spec.flavor)
+    )
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
     return state

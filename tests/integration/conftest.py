@@ -22,6 +22,7 @@ import yaml
 
 from llmloom import apitokens
 from llmloom.devstack.cluster import REPO, Cluster
+from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.modelserver import ModelServer
 from llmloom.devstack.procs import Proc, free_port, wait_for
 from llmloom.devstack.redisserver import RedisServer
@@ -77,6 +78,13 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServ
 
 
 @pytest.fixture(scope="session")
+def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServer]:
+    server = FaultServer(tmp_path_factory.mktemp("faults"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def operator(cluster: Cluster, redis_server: RedisServer) -> Iterator[OperatorThread]:
     settings = OperatorSettings(
         redis_url=redis_server.url,
@@ -84,6 +92,7 @@ def operator(cluster: Cluster, redis_server: RedisServer) -> Iterator[OperatorTh
         flavor_grace_seconds=2,
         flavor_resync_seconds=1,
         endpoint_check_seconds=1,
+        job_resync_seconds=0.5,
     )
     op = OperatorThread(settings).start()
     yield op
@@ -188,6 +197,9 @@ def start_worker(
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis_server.url,
             "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+            # Notice cancellations and lost workers quickly.
+            "LLMLOOM_CANCEL_POLL_SECONDS": "0.3",
+            "LLMLOOM_LEASE_SECONDS": "2",
             **(env or {}),
         }
         proc = Proc(f"worker-{len(procs)}", [*PY, "worker", *args], tmp_path, env)

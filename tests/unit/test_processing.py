@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from llmloom import results
+from llmloom.jobstatus import mark_finished, mark_running
 from llmloom.queues import JobRef
 from llmloom.resources import Flavor, LLMJob, Usage
-from llmloom.worker.processing import mark_finished, mark_running, usage_of
+from llmloom.worker.processing import usage_of
 
 REF = JobRef(namespace="t1", name="j", uid="u1", generation=3)
 
 
 def test_running_counts_attempts_and_keeps_the_first_start() -> None:
     status: dict[str, Any] = {}
-    mark_running(REF)(status)
+    mark_running()(status)
     first = status["startTime"]
-    mark_running(REF)(status)
+    mark_running()(status)
     assert status["attempts"] == 2 and status["startTime"] == first
     assert status["state"] == "Running"
 

@@ -1,0 +1,126 @@
+"""A model server for tests that answers over the OpenAI wire with chosen faults.
+
+The behaviour is chosen by the endpoint's path, so a Flavor's ``endpoint``
+alone sets it: ``/v1`` answers at once by echoing the last user message,
+``/delay/<seconds>/v1`` answers after that delay, ``/status/<code>/v1``
+fails with that HTTP status and an OpenAI error body. It stands in for the
+model server, never for Kubernetes or Redis.
+
+``python -m llmloom.devstack.faultserver --port N`` serves until killed;
+``FaultServer`` runs that as a child process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from llmloom.devstack.procs import Proc, free_port, wait_for
+
+MODEL = "echo"
+
+
+def completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion echoing the last user message."""
+    last = next(
+        (m["content"] for m in reversed(body.get("messages", [])) if m["role"] == "user"), ""
+    )
+    text = f"echo: {last}"
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion_tokens = len(text.split())
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", MODEL),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        },
+    }
+
+
+def app() -> FastAPI:
+    """The server's routes."""
+    api = FastAPI()
+
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+
+    @api.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    @api.get("/delay/{seconds}/v1/models")
+    @api.get("/status/{code}/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return models()
+
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict[str, Any]:
+        return completion(await request.json())
+
+    @api.post("/delay/{seconds}/v1/chat/completions")
+    async def slow_chat(seconds: float, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        await asyncio.sleep(seconds)
+        return completion(body)
+
+    @api.post("/status/{code}/v1/chat/completions")
+    async def failing_chat(code: int) -> JSONResponse:
+        err = {"message": f"injected failure {code}", "type": "server_error", "code": code}
+        return JSONResponse({"error": err}, status_code=code)
+
+    return api
+
+
+class FaultServer:
+    """The fault server as a child process; ``url(path)`` builds endpoints."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = Proc(
+            "faultserver",
+            [sys.executable, "-P", "-m", "llmloom.devstack.faultserver", "--port", str(self.port)],
+            log_dir,
+        )
+        wait_for(
+            lambda: self.proc.check_alive() and httpx.get(f"{self.base}/health").is_success,
+            30,
+            "the fault server",
+        )
+
+    def url(self, behaviour: str = "") -> str:
+        """The endpoint for a behaviour: "" (echo), "delay/5", "status/503"."""
+        return f"{self.base}/{behaviour.strip('/')}/v1" if behaviour else f"{self.base}/v1"
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--port", type=int, required=True)
+    a = ap.parse_args()
+    uvicorn.run(app(), host="127.0.0.1", port=a.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

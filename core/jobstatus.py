@@ -1,0 +1,71 @@
+"""How a job's status records progress: the mutations the worker and the operator apply.
+
+Each function returns a mutation of ``status`` for ``Kube.update_status``, so
+it runs on the freshest object and never drops what another component wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from llmloom import conditions, results
+from llmloom.queues import JobRef
+from llmloom.resources import Usage
+
+
+def mark_running() -> Callable[[dict[str, Any]], None]:
+    """A worker started an attempt."""
+
+    def apply(status: dict[str, Any]) -> None:
+        status["state"] = conditions.job_state(status.get("conditions", []), running=True)
+        status.setdefault("startTime", conditions.now())
+        status["attempts"] = int(status.get("attempts") or 0) + 1
+        status["message"] = "running"
+
+    return apply
+
+
+def mark_finished(
+    ref: JobRef,
+    outcome: results.Outcome,
+    nbytes: int,
+    usage: Usage | None = None,
+    flavor: str | None = None,
+) -> Callable[[dict[str, Any]], None]:
+    """The job version ended with ``outcome`` (stored in ``nbytes`` bytes)."""
+
+    def apply(status: dict[str, Any]) -> None:
+        conds = status.get("conditions", [])
+        gen = ref.generation
+        if outcome.ok:
+            conds = conditions.set_condition(
+                conds, conditions.SUCCEEDED, "True", "Completed", "result stored", gen
+            )
+            conds = [c for c in conds if c["type"] != conditions.FAILED]
+            status["message"] = "completed"
+        else:
+            assert outcome.error is not None
+            err = outcome.error
+            conds = conditions.set_condition(
+                conds, conditions.FAILED, "True", err.reason, err.message, gen
+            )
+            conds = conditions.set_condition(
+                conds, conditions.SUCCEEDED, "False", err.reason, err.message, gen
+            )
+            status["message"] = err.message[:1024]
+        status["conditions"] = conds
+        status["state"] = conditions.job_state(conds)
+        status["observedGeneration"] = gen
+        status["completionTime"] = conditions.now()
+        if flavor is not None:
+            status["flavorUsed"] = flavor
+        status["result"] = {
+            "version": gen,
+            "key": results.result_key(ref.uid, gen),
+            "bytes": nbytes,
+        }
+        if usage is not None:
+            status["usage"] = usage.wire()
+
+    return apply

@@ -1,0 +1,295 @@
+"""Watching over jobs between their events: deadlines, TTLs, lost queue entries.
+
+The LLMJob resources are the source of truth and Redis only the transport.
+Every few seconds the controller compares the jobs it has seen (kept current
+by kopf's watch) with Redis: a job whose queue entry is gone (Redis lost its
+data) or whose attempt died with its worker is enqueued again; a job past its
+``activeDeadlineSeconds`` fails with ``DeadlineExceeded``; a finished job past
+its ``ttlSecondsAfterFinished`` is deleted, and with it its stored results.
+The decisions are made by ``plan`` from plain data; ``JobController`` does
+the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from rq.job import Job
+
+from llmloom import conditions, jobstatus, queues, results
+from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
+from llmloom.resources import Flavor
+from llmloom.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+DEAD_RQ_STATES = {"failed", "stopped", "canceled"}
+"""RQ states of an attempt that ended without finishing the job (a lost worker)."""
+
+
+def _epoch(ts: str | None) -> float | None:
+    if not ts:
+        return None
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _rq_time(raw: bytes | None) -> float | None:
+    """RQ's timestamps ("2026-11-22T18:30:00.123456Z") as epoch seconds."""
+    if not raw:
+        return None
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(raw.decode().rstrip("Z")).replace(tzinfo=UTC).timestamp()
+    return None
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What the controller needs to know of one job."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    flavor: str
+    priority: int
+    created: float
+    deadline: int | None
+    ttl: int | None
+    accepted: bool
+    finished: bool
+    completed: float | None
+    attempts: int
+    suspended: bool
+
+    @property
+    def ref(self) -> queues.JobRef:
+        return queues.JobRef(
+            namespace=self.namespace, name=self.name, uid=self.uid, generation=self.generation
+        )
+
+
+def summarize(body: Mapping[str, Any]) -> JobSummary:
+    """The summary of a job object."""
+    meta, spec, status = body["metadata"], body.get("spec", {}), body.get("status") or {}
+    gen = int(meta.get("generation") or 1)
+    conds = status.get("conditions", [])
+    return JobSummary(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta["uid"],
+        generation=gen,
+        flavor=spec.get("flavor", ""),
+        priority=int(spec.get("priority") or 0),
+        created=_epoch(meta.get("creationTimestamp")) or time.time(),
+        deadline=spec.get("activeDeadlineSeconds"),
+        ttl=spec.get("ttlSecondsAfterFinished"),
+        accepted=conditions.is_true(conds, conditions.ACCEPTED, gen),
+        finished=conditions.finished(conds, gen),
+        completed=_epoch(status.get("completionTime")),
+        attempts=int(status.get("attempts") or 0),
+        suspended=bool(spec.get("suspend")),
+    )
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What Redis holds for one job version."""
+
+    marked: bool
+    """The enqueue marker exists (someone enqueued this version)."""
+    rq_status: str | None
+    """RQ's status of the attempt, None when RQ has no such job."""
+    leased: bool = False
+    """A worker holds the lease of this version (it is alive and running it)."""
+    started: float | None = None
+    """When RQ started the attempt."""
+
+
+LEASE_GRACE_SECONDS = 5.0
+"""A started attempt may lack its lease this long (the worker sets it right after RQ
+starts the job)."""
+
+
+def attempt_dead(q: QueueState, now: float) -> bool:
+    """Whether the job version's queue entry or attempt is gone or dead."""
+    if not q.marked or q.rq_status is None or q.rq_status in DEAD_RQ_STATES:
+        return True
+    if q.rq_status == "started" and not q.leased:
+        return q.started is None or now - q.started > LEASE_GRACE_SECONDS
+    return False
+
+
+Kind = Literal["deadline", "expire", "requeue", "lost"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Kind
+    job: JobSummary
+    message: str
+
+
+def needs_queue_check(job: JobSummary) -> bool:
+    """Whether the job should have a live queue entry."""
+    return job.accepted and not job.finished and not job.suspended
+
+
+def plan(
+    jobs: Iterable[JobSummary], state: Mapping[str, QueueState], now: float, max_attempts: int
+) -> list[Action]:
+    """What to do about each job, from the jobs and what Redis holds for them."""
+    actions: list[Action] = []
+    for job in jobs:
+        if job.finished:
+            if job.ttl is not None and job.completed is not None and now >= job.completed + job.ttl:
+                actions.append(Action("expire", job, f"finished more than {job.ttl}s ago"))
+            continue
+        if job.deadline is not None and now >= job.created + job.deadline:
+            actions.append(Action(
+                "deadline", job, f"not finished within activeDeadlineSeconds={job.deadline}"
+            ))  # fmt: skip
+            continue
+        if not needs_queue_check(job):
+            continue
+        q = state.get(job.ref.rq_id, QueueState(marked=False, rq_status=None))
+        if not attempt_dead(q, now):
+            continue
+        if job.attempts >= max_attempts:
+            actions.append(Action(
+                "lost", job, f"the worker was lost {job.attempts} times; giving up"
+            ))  # fmt: skip
+        else:
+            if not q.marked or q.rq_status is None:
+                why = "its queue entry is gone"
+            elif q.rq_status == "started":
+                why = "its worker stopped renewing its lease (worker lost)"
+            else:
+                why = f"its last attempt ended {q.rq_status} (worker lost)"
+            actions.append(Action("requeue", job, why))
+    return actions
+
+
+class JobController:
+    """Keeps the operator's view of jobs and acts on ``plan`` every resync period."""
+
+    def __init__(
+        self, settings: OperatorSettings, kube: Kube, redis: Redis, aredis: AsyncRedis
+    ) -> None:
+        self.settings, self.kube, self.redis, self.aredis = settings, kube, redis, aredis
+        self.jobs: dict[str, JobSummary] = {}
+
+    def observe(self, event: str | None, body: Mapping[str, Any]) -> None:
+        """Take in one watch event of a job."""
+        uid = body["metadata"]["uid"]
+        if event == "DELETED":
+            summary = self.jobs.pop(uid, None) or summarize(body)
+            self._forget(summary)
+        else:
+            self.jobs[uid] = summarize(body)
+
+    def _forget(self, job: JobSummary) -> None:
+        """A deleted job's queue entries and stored results go with it."""
+        keys = [results.result_key(job.uid, v) for v in range(1, job.generation + 1)]
+        try:
+            for v in range(1, job.generation + 1):
+                ref = job.ref.model_copy(update={"generation": v})
+                keys.append(queues.marker_key(ref))
+                with contextlib.suppress(Exception):
+                    Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
+            self.redis.delete(*keys)
+        except Exception:
+            log.exception("cleaning up after job %s/%s failed", job.namespace, job.name)
+
+    def queue_state(self, jobs: list[JobSummary]) -> dict[str, QueueState]:
+        """One pipelined round trip: marker and RQ status of every job version."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job in jobs:
+            pipe.exists(queues.marker_key(job.ref))
+            pipe.hmget(Job.key_for(job.ref.rq_id), ["status", "started_at"])
+            pipe.exists(queues.lease_key(job.ref))
+        replies = pipe.execute()
+        state = {}
+        for i, job in enumerate(jobs):
+            marked, (status, started), leased = replies[3 * i : 3 * i + 3]
+            state[job.ref.rq_id] = QueueState(
+                marked=bool(marked),
+                rq_status=status.decode() if status else None,
+                leased=bool(leased),
+                started=_rq_time(started),
+            )
+        return state
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.job_resync_seconds)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("job resync failed")
+
+    async def tick(self) -> None:
+        jobs = list(self.jobs.values())
+        check = [j for j in jobs if needs_queue_check(j)]
+        state = await asyncio.to_thread(self.queue_state, check) if check else {}
+        for action in plan(jobs, state, time.time(), self.settings.max_attempts):
+            try:
+                await self._act(action)
+            except KubeError as exc:
+                if exc.code != 404:
+                    log.warning("%s of %s/%s failed: %s", action.kind, action.job.namespace,
+                                action.job.name, exc)  # fmt: skip
+
+    async def _act(self, action: Action) -> None:
+        job = action.job
+        if action.kind == "expire":
+            log.info("deleting %s/%s: %s", job.namespace, job.name, action.message)
+            await self.kube.delete(LLMJOBS, job.namespace, job.name)
+        elif action.kind == "requeue":
+            await self._requeue(job, action.message)
+        else:
+            reason = "DeadlineExceeded" if action.kind == "deadline" else "WorkerLost"
+            await self._fail(job, reason, action.message)
+
+    async def _requeue(self, job: JobSummary, why: str) -> None:
+        flavor = Flavor.model_validate(await self.kube.get(FLAVORS, job.namespace, job.flavor))
+
+        def reset_and_enqueue() -> bool:
+            with contextlib.suppress(Exception):
+                Job.fetch(job.ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
+            self.redis.delete(queues.marker_key(job.ref))
+            return queues.enqueue(
+                self.redis, job.flavor, job.ref, job.priority, queues.job_timeout(flavor)
+            )
+
+        if await asyncio.to_thread(reset_and_enqueue):
+            log.warning("re-enqueued %s/%s: %s", job.namespace, job.name, why)
+
+            def note(status: dict[str, Any]) -> None:
+                status["message"] = f"re-enqueued: {why}"
+
+            await self.kube.update_status(
+                LLMJOBS, job.namespace, job.name, note, uid=job.uid, generation=job.generation
+            )
+
+    async def _fail(self, job: JobSummary, reason: str, message: str) -> None:
+        """End the job with a failure (unless it finished meanwhile) and wake its waiters."""
+        outcome = results.Outcome(
+            ok=False, error=results.ErrorInfo(reason=reason, message=message, status_code=504)
+        )
+        stored, nbytes = await results.store(
+            self.aredis, job.uid, job.generation, outcome, self.settings.result_ttl_seconds
+        )
+        await self.kube.update_status(
+            LLMJOBS, job.namespace, job.name,
+            jobstatus.mark_finished(job.ref, stored, nbytes),
+            uid=job.uid, generation=job.generation,
+        )  # fmt: skip
+        log.warning("%s/%s failed: %s", job.namespace, job.name, message)
