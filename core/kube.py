@@ -53,6 +53,8 @@ SECRETS = Resource("", "v1", "secrets")
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 NAMESPACES = Resource("", "v1", "namespaces")
 
 
@@ -64,6 +66,18 @@ class KubeError(Exception):
         self.code, self.reason, self.message = code, reason, message
 
 
+def bearer(cfg: k8s_client.Configuration) -> str | None:
+    """The Authorization header value of a token-based configuration ("Bearer ..."), if any.
+
+    Calling this runs the configuration's refresh hook, so rotated tokens are picked up.
+    """
+    # The kubernetes client has stored it under either key, depending on its version.
+    value = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix(
+        "authorization"
+    )
+    return str(value) if value else None
+
+
 class _ConfigAuth(httpx.Auth):
     """Bearer token from the loaded configuration, refreshed as it rotates."""
 
@@ -71,7 +85,7 @@ class _ConfigAuth(httpx.Auth):
         self.cfg = cfg
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.cfg.get_api_key_with_prefix("authorization")
+        token = bearer(self.cfg)
         if token:
             request.headers["Authorization"] = token
         yield request

@@ -43,7 +43,10 @@ class OperatorSettings(CommonSettings):
     worker_image: str = "llmloom/worker:0.1.0"
     """Image of the worker container in flavor pods."""
     worker_service_account: str = "llmloom-worker"
-    """Service account of flavor pods (reads jobs and flavors, writes job status)."""
+    """Service account of flavor pods, created with its RoleBinding in each namespace
+    with a flavor (reads jobs, flavors and API keys there, writes job status)."""
+    worker_cluster_role: str = "llmloom-worker"
+    """ClusterRole the workers' RoleBinding grants (the chart creates it)."""
     worker_redis_url: str | None = None
     """Redis URL given to workers; defaults to redis_url."""
 

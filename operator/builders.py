@@ -283,3 +283,47 @@ def worker_deployment(flavor: Flavor, settings: OperatorSettings, replicas: int 
             },
         },
     }
+
+
+def worker_service_account(namespace: str, settings: OperatorSettings) -> Obj:
+    """The ServiceAccount the worker containers of a namespace run as."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": settings.worker_service_account,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "llmloom",
+                "app.kubernetes.io/managed-by": MANAGER,
+            },
+        },
+    }
+
+
+def worker_role_binding(namespace: str, settings: OperatorSettings) -> Obj:
+    """Grants the workers of one namespace the llmloom-worker ClusterRole there, and only there."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": settings.worker_service_account,
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/part-of": "llmloom",
+                "app.kubernetes.io/managed-by": MANAGER,
+            },
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": settings.worker_cluster_role,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": settings.worker_service_account,
+                "namespace": namespace,
+            }
+        ],
+    }

@@ -21,7 +21,16 @@ import httpx
 from redis import Redis
 
 from llmloom import conditions, queues, secrets
-from llmloom.kube import DEPLOYMENTS, FLAVORS, PODS, SERVICES, Kube, KubeError
+from llmloom.kube import (
+    DEPLOYMENTS,
+    FLAVORS,
+    PODS,
+    ROLE_BINDINGS,
+    SERVICE_ACCOUNTS,
+    SERVICES,
+    Kube,
+    KubeError,
+)
 from llmloom.operator import builders, scaling
 from llmloom.resources import Flavor, QueueStatus, ReplicaStatus
 from llmloom.settings import OperatorSettings
@@ -60,6 +69,8 @@ class FlavorDeps:
     http: httpx.AsyncClient
     probes: dict[str, tuple[float, Readiness]] = field(default_factory=dict)
     """Last endpoint check per flavor version, so endpoints are not probed every tick."""
+    worker_rbac: set[str] = field(default_factory=set)
+    """Namespaces whose worker ServiceAccount and RoleBinding were applied this period."""
 
 
 def _served_models(provider: str, body: Any) -> set[str]:
@@ -140,6 +151,13 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
     depth = await asyncio.to_thread(queues.depth, deps.redis, ns, name)
     queue = QueueStatus(pending=depth.pending, running=depth.running)
     kube, manager = deps.kube, builders.MANAGER
+    if ns not in deps.worker_rbac:
+        sa = builders.worker_service_account(ns, deps.settings)
+        await kube.apply(SERVICE_ACCOUNTS, ns, sa, manager)
+        await kube.apply(
+            ROLE_BINDINGS, ns, builders.worker_role_binding(ns, deps.settings), manager
+        )
+        deps.worker_rbac.add(ns)
     deploy = flavor.spec.deploy
     if deploy is None:
         await kube.apply(
@@ -255,6 +273,7 @@ class FlavorController:
             keys, self._dirty = self._dirty, set()
             if time.monotonic() >= next_full:
                 next_full = time.monotonic() + period
+                self.deps.worker_rbac.clear()  # re-applied once per period, in case of edits
                 try:
                     keys |= await self._all()
                 except Exception:

@@ -22,7 +22,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from llmloom import GROUP, VERSION, conditions, queues
-from llmloom.kube import Kube, load_config
+from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
 from llmloom.operator.admission import Admission, admit
 from llmloom.operator.flavors import FlavorController, FlavorDeps
@@ -192,7 +192,7 @@ def login(settings: OperatorSettings) -> Callable[..., kopf.ConnectionInfo]:
 
     def handler(**_: Any) -> kopf.ConnectionInfo:
         cfg = load_config(settings.kubeconfig)
-        header: str = cfg.get_api_key_with_prefix("authorization") or ""
+        header = bearer(cfg) or ""
         scheme, _sep, value = header.partition(" ")
         return kopf.ConnectionInfo(
             server=cfg.host,

@@ -38,6 +38,7 @@ BINARIES = (
     "kube-scheduler",
     "kubectl",
     "kwok",
+    "helm",
 )
 
 
@@ -377,6 +378,23 @@ class Cluster:
         )
         if res.returncode != 0:
             raise RuntimeError(f"kubectl apply failed: {res.stderr}")
+
+    def service_account_kubeconfig(self, namespace: str, name: str, hours: int = 2) -> Path:
+        """A kubeconfig that acts as a ServiceAccount (a TokenRequest token), to run a
+        component with exactly the permissions its role grants."""
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": hours * 3600},
+        }
+        resp = self.http.post(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token", json=request
+        )
+        resp.raise_for_status()
+        user = {"token": resp.json()["status"]["token"]}
+        path = self.root / f"kubeconfig-{namespace}-{name}"
+        path.write_text(yaml.safe_dump(kubeconfig(self.server, self.pki, user)))
+        return path
 
     def env(self) -> dict[str, str]:
         return {

@@ -9,6 +9,7 @@ is attached to its report.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -84,11 +85,41 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultServ
     server.stop()
 
 
+@dataclass
+class Identities:
+    """Kubeconfigs acting as the chart's ServiceAccounts (least privilege)."""
+
+    operator: Path
+    api: Path
+
+
+SYSTEM_NAMESPACE = "llmloom-system"
+CHART = REPO / "charts" / "llmloom"
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: Cluster, redis_server: RedisServer) -> Iterator[OperatorThread]:
+def identities(cluster: Cluster) -> Identities:
+    """The chart's RBAC, rendered by helm and applied: the components run as its accounts."""
+    rendered = subprocess.run(
+        [str(cluster.bin / "helm"), "template", "llmloom", str(CHART), "--namespace",
+         SYSTEM_NAMESPACE, "--kube-version", "1.36.3", "--show-only", "templates/rbac.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE)
+    cluster.kubectl("apply", "-f", "-", input=rendered)
+    return Identities(
+        operator=cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, "llmloom-operator"),
+        api=cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, "llmloom-api"),
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, redis_server: RedisServer, identities: Identities
+) -> Iterator[OperatorThread]:
     settings = OperatorSettings(
         redis_url=redis_server.url,
-        kubeconfig=str(cluster.kubeconfig),
+        kubeconfig=str(identities.operator),
         flavor_grace_seconds=2,
         flavor_resync_seconds=1,
         endpoint_check_seconds=1,
@@ -110,13 +141,14 @@ def api(
     cluster: Cluster,
     redis_server: RedisServer,
     operator: OperatorThread,
+    identities: Identities,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
     port = free_port()
     env = {
         **cluster.env(),
         "LLMLOOM_REDIS_URL": redis_server.url,
-        "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+        "LLMLOOM_KUBECONFIG": str(identities.api),
         "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
     }
     proc = Proc("api", [*PY, "api", "--port", str(port)], tmp_path_factory.mktemp("api"), env)
@@ -193,10 +225,19 @@ def start_worker(
 
     def start(*queues: str, env: dict[str, str] | None = None) -> Proc:
         args = [a for q in queues for a in ("--queue", q)]
+        # The worker runs as the ServiceAccount the operator made for the flavor's
+        # namespace, as a worker container in a flavor's pod does.
+        namespace = queues[0].split("/")[0]
+        wait_for(
+            lambda: cluster.kubectl("get", "sa", "llmloom-worker", "-n", namespace, check=False)
+            .returncode == 0,
+            30, "the operator to create the workers' ServiceAccount",
+        )  # fmt: skip
+        kubeconfig = cluster.service_account_kubeconfig(namespace, "llmloom-worker")
         env = {
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis_server.url,
-            "LLMLOOM_KUBECONFIG": str(cluster.kubeconfig),
+            "LLMLOOM_KUBECONFIG": str(kubeconfig),
             # Notice cancellations and lost workers quickly.
             "LLMLOOM_CANCEL_POLL_SECONDS": "0.3",
             "LLMLOOM_LEASE_SECONDS": "2",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from llmloom import apitokens
+from llmloom.kube import bearer, load_config
 
 
 def test_tokens_are_unique_and_prefixed() -> None:
@@ -27,3 +29,14 @@ def test_matches_only_its_own_token() -> None:
     secret = apitokens.secret_manifest("t1", "ci", token)
     assert apitokens.matches(secret, token)
     assert not apitokens.matches(secret, apitokens.new_token())
+
+
+def test_kubeconfig_tokens_are_sent(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: abc123}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
+    )
+    assert bearer(load_config(str(kubeconfig))) == "Bearer abc123"
