@@ -64,9 +64,13 @@ async def submit(
         generation=job.metadata.generation,
     )
     await asyncio.to_thread(
-        queues.enqueue, services.sync_redis, spec.flavor, ref, spec.priority,
+        queues.enqueue,
+        services.sync_redis,
+        spec.flavor,
+        ref,
+        spec.priority,
         queues.job_timeout(flavor),
-    )  # fmt: skip
+    )
     return job
 
 

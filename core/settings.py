@@ -40,6 +40,8 @@ class OperatorSettings(CommonSettings):
     """How often jobs are checked for deadlines, TTLs and lost queue entries."""
     max_attempts: int = Field(default=3, ge=1)
     """Attempts a job gets when its worker is lost before it fails with WorkerLost."""
+    metrics_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint (0 turns it off)."""
     worker_image: str = "llmloom/worker:0.1.0"
     """Image of the worker container in flavor pods."""
     worker_service_account: str = "llmloom-worker"

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from llmloom import conditions, queues, secrets
+from llmloom import conditions, events, queues, secrets
+from llmloom.events import EventType
 from llmloom.kube import (
     DEPLOYMENTS,
     FLAVORS,
@@ -242,6 +243,27 @@ def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], 
     return apply
 
 
+def changes(flavor: Flavor, report: FlavorReport) -> list[tuple[str, str, EventType]]:
+    """Events worth posting: readiness that changed, pods added or removed."""
+    out: list[tuple[str, str, EventType]] = []
+    old = conditions.find([c.wire() for c in flavor.status.conditions], conditions.READY)
+    r = report.ready
+    if old is None or (old.get("status"), old.get("reason")) != (r.status, r.reason):
+        out.append((r.reason, r.message, "Normal" if r.status == "True" else "Warning"))
+    before = flavor.status.replicas.desired if flavor.status.replicas else None
+    if report.replicas is not None and before is not None and before != report.replicas.desired:
+        q = report.queue
+        out.append(
+            (
+                "Scaled",
+                f"model-server pods {before} -> {report.replicas.desired} "
+                f"({q.pending} jobs waiting, {q.running} running)",
+                "Normal",
+            )
+        )
+    return out
+
+
 class FlavorController:
     """Reconciles flavors when poked (their objects changed) and every resync period.
 
@@ -255,6 +277,10 @@ class FlavorController:
         self._dirty: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
+        self.reports: dict[tuple[str, str], FlavorReport] = {}
+        """The last report of every flavor (for the metrics)."""
+        self.errors = 0
+        """Reconciles that failed, since start."""
 
     def poke(self, namespace: str, name: str) -> None:
         """Reconcile this flavor soon."""
@@ -293,11 +319,29 @@ class FlavorController:
                 flavor = Flavor.model_validate(obj)
                 report = await reconcile(self.deps, flavor, datetime.now(UTC))
                 await self.deps.kube.update_status(
-                    FLAVORS, namespace, name, record(report, flavor.metadata.generation),
+                    FLAVORS,
+                    namespace,
+                    name,
+                    record(report, flavor.metadata.generation),
                     uid=flavor.metadata.uid,
-                )  # fmt: skip
+                )
+                self.reports[(namespace, name)] = report
+                for reason, message, kind in changes(flavor, report):
+                    await events.post(
+                        self.deps.kube,
+                        "Flavor",
+                        obj["metadata"],
+                        reason,
+                        message,
+                        kind,
+                        "llmloom-operator",
+                    )
             except KubeError as exc:
                 if exc.code != 404:
+                    self.errors += 1
                     log.warning("reconciling flavor %s/%s failed: %s", namespace, name, exc)
+                else:
+                    self.reports.pop((namespace, name), None)
             except Exception:
+                self.errors += 1
                 log.exception("reconciling flavor %s/%s failed", namespace, name)

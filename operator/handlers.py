@@ -21,7 +21,8 @@ import kopf
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import GROUP, VERSION, conditions, queues
+from llmloom import GROUP, VERSION, conditions, events, queues
+from llmloom.events import EventType
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
 from llmloom.operator.admission import Admission, admit
@@ -31,6 +32,7 @@ from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
 Body = dict[str, Any]
+COMPONENT = "llmloom-operator"
 
 
 @dataclass
@@ -39,17 +41,19 @@ class Memo:
 
     settings: OperatorSettings
     redis: Redis
+    kube: Kube | None = None
+    """The async API client; it and the controllers are made at startup, on kopf's loop."""
     flavors: FlavorController | None = None
-    """Set at startup, on the operator's event loop."""
     jobs: JobController | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 async def startup(memo: Memo, **_: Any) -> None:
     """Create the async clients and the flavor controller on the operator's event loop."""
+    memo.kube = Kube.connect(memo.settings.kubeconfig)
     deps = FlavorDeps(
         settings=memo.settings,
-        kube=Kube.connect(memo.settings.kubeconfig),
+        kube=memo.kube,
         redis=memo.redis,
         http=httpx.AsyncClient(),
     )
@@ -66,8 +70,9 @@ async def cleanup(memo: Memo, **_: Any) -> None:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
     if memo.flavors is not None:
-        await memo.flavors.deps.kube.aclose()
         await memo.flavors.deps.http.aclose()
+    if memo.kube is not None:
+        await memo.kube.aclose()
     if memo.jobs is not None:
         await memo.jobs.aredis.aclose()
 
@@ -152,7 +157,7 @@ def flavors(
     return {(namespace or "", name): dict(body)}
 
 
-def admit_job(
+async def admit_job(
     body: kopf.Body,
     meta: kopf.Meta,
     patch: kopf.Patch,
@@ -168,6 +173,10 @@ def admit_job(
     adm = admit(job, flavor, _age_seconds(meta), memo.settings.flavor_grace_seconds)
     if adm.action == "skip":
         return
+    gen = job.metadata.generation
+    already = conditions.is_true(
+        [c.wire() for c in job.status.conditions], conditions.ACCEPTED, gen
+    )
     if adm.action == "enqueue":
         ref = queues.JobRef(
             namespace=job.metadata.namespace,
@@ -176,15 +185,20 @@ def admit_job(
             generation=job.metadata.generation,
         )
         assert flavor is not None
-        if queues.enqueue(
-            memo.redis, job.spec.flavor, ref, job.spec.priority, queues.job_timeout(flavor)
+        timeout = queues.job_timeout(flavor)
+        if await asyncio.to_thread(
+            queues.enqueue, memo.redis, job.spec.flavor, ref, job.spec.priority, timeout
         ):
             logger.info(f"enqueued generation {ref.generation} on {adm.message}")
-    patch.fns.append(record_admission(adm, job.metadata.generation))
+    patch.fns.append(record_admission(adm, gen))
     if adm.action == "wait":
         raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
     if adm.action == "reject":
         logger.warning(f"rejected: {adm.message}")
+    if memo.kube is not None and not (adm.action == "enqueue" and already):
+        kind: EventType = "Warning" if adm.action == "reject" else "Normal"
+        reason = "Accepted" if adm.action == "enqueue" else adm.reason
+        await events.post(memo.kube, "LLMJob", dict(meta), reason, adm.message, kind, COMPONENT)
 
 
 def login(settings: OperatorSettings) -> Callable[..., kopf.ConnectionInfo]:

@@ -25,7 +25,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 
-from llmloom import conditions, jobstatus, queues, results
+from llmloom import conditions, events, jobstatus, queues, results
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
 from llmloom.resources import Flavor
 from llmloom.settings import OperatorSettings
@@ -68,6 +68,7 @@ class JobSummary:
     completed: float | None
     attempts: int
     suspended: bool
+    state: str = "Pending"
 
     @property
     def ref(self) -> queues.JobRef:
@@ -96,6 +97,7 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         completed=_epoch(status.get("completionTime")),
         attempts=int(status.get("attempts") or 0),
         suspended=bool(spec.get("suspend")),
+        state=status.get("state") or conditions.job_state(conds),
     )
 
 
@@ -153,9 +155,9 @@ def plan(
                 actions.append(Action("expire", job, f"finished more than {job.ttl}s ago"))
             continue
         if job.deadline is not None and now >= job.created + job.deadline:
-            actions.append(Action(
-                "deadline", job, f"not finished within activeDeadlineSeconds={job.deadline}"
-            ))  # fmt: skip
+            actions.append(
+                Action("deadline", job, f"not finished within activeDeadlineSeconds={job.deadline}")
+            )
             continue
         if not needs_queue_check(job):
             continue
@@ -163,9 +165,9 @@ def plan(
         if not attempt_dead(q, now):
             continue
         if job.attempts >= max_attempts:
-            actions.append(Action(
-                "lost", job, f"the worker was lost {job.attempts} times; giving up"
-            ))  # fmt: skip
+            actions.append(
+                Action("lost", job, f"the worker was lost {job.attempts} times; giving up")
+            )
         else:
             if not q.marked or q.rq_status is None:
                 why = "its queue entry is gone"
@@ -185,6 +187,8 @@ class JobController:
     ) -> None:
         self.settings, self.kube, self.redis, self.aredis = settings, kube, redis, aredis
         self.jobs: dict[str, JobSummary] = {}
+        self.errors = 0
+        """Actions that failed, since start."""
 
     def observe(self, event: str | None, body: Mapping[str, Any]) -> None:
         """Take in one watch event of a job."""
@@ -244,11 +248,29 @@ class JobController:
                 await self._act(action)
             except KubeError as exc:
                 if exc.code != 404:
-                    log.warning("%s of %s/%s failed: %s", action.kind, action.job.namespace,
-                                action.job.name, exc)  # fmt: skip
+                    self.errors += 1
+                    log.warning(
+                        "%s of %s/%s failed: %s",
+                        action.kind,
+                        action.job.namespace,
+                        action.job.name,
+                        exc,
+                    )
 
     async def _act(self, action: Action) -> None:
         job = action.job
+        if action.kind != "expire":
+            meta = {"name": job.name, "namespace": job.namespace, "uid": job.uid}
+            reasons = {"requeue": "Requeued", "deadline": "DeadlineExceeded", "lost": "WorkerLost"}
+            await events.post(
+                self.kube,
+                "LLMJob",
+                meta,
+                reasons[action.kind],
+                action.message,
+                "Warning",
+                "llmloom-operator",
+            )
         if action.kind == "expire":
             log.info("deleting %s/%s: %s", job.namespace, job.name, action.message)
             await self.kube.delete(LLMJOBS, job.namespace, job.name)
@@ -288,8 +310,11 @@ class JobController:
             self.aredis, job.uid, job.generation, outcome, self.settings.result_ttl_seconds
         )
         await self.kube.update_status(
-            LLMJOBS, job.namespace, job.name,
+            LLMJOBS,
+            job.namespace,
+            job.name,
             jobstatus.mark_finished(job.ref, stored, nbytes),
-            uid=job.uid, generation=job.generation,
-        )  # fmt: skip
+            uid=job.uid,
+            generation=job.generation,
+        )
         log.warning("%s/%s failed: %s", job.namespace, job.name, message)

@@ -9,6 +9,7 @@ import threading
 import kopf
 from redis import Redis
 
+from llmloom.operator import metrics
 from llmloom.operator.handlers import Memo, build_registry
 from llmloom.settings import OperatorSettings
 
@@ -29,10 +30,12 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 
 def _kwargs(settings: OperatorSettings) -> dict[str, object]:
+    memo = Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
+    metrics.serve(settings.metrics_port, lambda: (memo.flavors, memo.jobs))
     return {
         "registry": build_registry(settings),
         "settings": kopf_settings(settings),
-        "memo": Memo(settings=settings, redis=Redis.from_url(settings.redis_url)),
+        "memo": memo,
         "standalone": True,
         "clusterwide": settings.namespace is None,
         "namespaces": [settings.namespace] if settings.namespace else [],

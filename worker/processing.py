@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from llmloom import conditions, jobstatus, queues, results, secrets, tokens
+from llmloom import conditions, events, jobstatus, queues, results, secrets, tokens
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import Flavor, LLMJob, Usage
@@ -27,6 +27,7 @@ from llmloom.settings import WorkerSettings
 from llmloom.worker.providers import CHAT, ProviderError
 
 log = logging.getLogger(__name__)
+COMPONENT = "llmloom-worker"
 
 
 @dataclass
@@ -151,8 +152,11 @@ async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | No
         async with asyncio.timeout(left):
             return await _run(deps, job)
     except TimeoutError:
-        return _failure("DeadlineExceeded", "not finished within activeDeadlineSeconds="
-                        f"{job.spec.active_deadline_seconds}", 504), None  # fmt: skip
+        return _failure(
+            "DeadlineExceeded",
+            f"not finished within activeDeadlineSeconds={job.spec.active_deadline_seconds}",
+            504,
+        ), None
     except JobFailed as exc:
         return _failure(exc.reason, exc.message, exc.status_code), None
 
@@ -186,8 +190,19 @@ async def _process(deps: Deps, ref: JobRef) -> str:
         return "suspended"
     if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
         return "already-finished"
-    if await update_status(deps, ref, jobstatus.mark_running()) is None:
+    running = await update_status(deps, ref, jobstatus.mark_running())
+    if running is None:
         return "superseded"
+    meta = {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}
+    attempt_no = running.get("status", {}).get("attempts", 1)
+    await events.post(
+        deps.kube,
+        "LLMJob",
+        meta,
+        "Started",
+        f"attempt {attempt_no} on flavor {job.spec.flavor}",
+        component=COMPONENT,
+    )
 
     attempt = asyncio.create_task(_attempt(deps, job))
     watcher = asyncio.create_task(watch_for_cancel(deps, ref))
@@ -204,6 +219,26 @@ async def _process(deps: Deps, ref: JobRef) -> str:
     await update_status(
         deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, job.spec.flavor)
     )
+    if stored.ok:
+        tokens_used = usage.total_tokens if usage else 0
+        await events.post(
+            deps.kube,
+            "LLMJob",
+            meta,
+            "Completed",
+            f"result version {ref.generation} stored, {tokens_used} tokens",
+            component=COMPONENT,
+        )
+    elif stored.error is not None:
+        await events.post(
+            deps.kube,
+            "LLMJob",
+            meta,
+            stored.error.reason,
+            stored.error.message,
+            "Warning",
+            COMPONENT,
+        )
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
     return state

@@ -101,10 +101,22 @@ CHART = REPO / "charts" / "llmloom"
 def identities(cluster: Cluster) -> Identities:
     """The chart's RBAC, rendered by helm and applied: the components run as its accounts."""
     rendered = subprocess.run(
-        [str(cluster.bin / "helm"), "template", "llmloom", str(CHART), "--namespace",
-         SYSTEM_NAMESPACE, "--kube-version", "1.36.3", "--show-only", "templates/rbac.yaml"],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        [
+            str(cluster.bin / "helm"),
+            "template",
+            "llmloom",
+            str(CHART),
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--kube-version",
+            "1.36.3",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=rendered)
     return Identities(
@@ -124,6 +136,7 @@ def operator(
         flavor_resync_seconds=1,
         endpoint_check_seconds=1,
         job_resync_seconds=0.5,
+        metrics_port=free_port(),
     )
     op = OperatorThread(settings).start()
     yield op
@@ -229,10 +242,15 @@ def start_worker(
         # namespace, as a worker container in a flavor's pod does.
         namespace = queues[0].split("/")[0]
         wait_for(
-            lambda: cluster.kubectl("get", "sa", "llmloom-worker", "-n", namespace, check=False)
-            .returncode == 0,
-            30, "the operator to create the workers' ServiceAccount",
-        )  # fmt: skip
+            lambda: (
+                cluster.kubectl(
+                    "get", "sa", "llmloom-worker", "-n", namespace, check=False
+                ).returncode
+                == 0
+            ),
+            30,
+            "the operator to create the workers' ServiceAccount",
+        )
         kubeconfig = cluster.service_account_kubeconfig(namespace, "llmloom-worker")
         env = {
             **cluster.env(),

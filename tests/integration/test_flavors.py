@@ -41,9 +41,13 @@ def gpu_flavor(name: str, gpus: int = 1, **deploy: Any) -> dict[str, Any]:
         "apiVersion": "llmloom.io/v1alpha1",
         "kind": "Flavor",
         "metadata": {"name": name},
-        "spec": {"provider": "vllm", "model": "smollm2-135m", "concurrency": 1,
-                 "deploy": {"gpus": gpus, **deploy}},
-    }  # fmt: skip
+        "spec": {
+            "provider": "vllm",
+            "model": "smollm2-135m",
+            "concurrency": 1,
+            "deploy": {"gpus": gpus, **deploy},
+        },
+    }
 
 
 def apply(tenant: Tenant, obj: dict[str, Any]) -> None:

@@ -98,9 +98,12 @@ def test_deadline_stops_a_running_job(
 
 
 def test_finished_jobs_and_their_results_expire_after_their_ttl(
-    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc],
-    redis_server: RedisServer, api: Api,
-) -> None:  # fmt: skip
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+    api: Api,
+) -> None:
     echo = echo_flavor(tenant, fault_server)
     start_worker(f"{tenant.namespace}/{echo}")
     apply(tenant, job("brief", echo, ttlSecondsAfterFinished=2))
@@ -123,15 +126,20 @@ def test_priority_orders_the_queue(
     start_worker(f"{tenant.namespace}/{paced}")
     for name in ("normal-1", "normal-2", "urgent", "later"):
         tenant.kubectl("wait", f"llmjob/{name}", "--for=condition=Succeeded", "--timeout=60s")
-    order = sorted(("normal-1", "normal-2", "urgent", "later"),
-                   key=lambda n: status(tenant, n)["completionTime"])  # fmt: skip
+    order = sorted(
+        ("normal-1", "normal-2", "urgent", "later"),
+        key=lambda n: status(tenant, n)["completionTime"],
+    )
     assert order[0] == "urgent" and order[-1] == "later"
 
 
 def test_editing_a_finished_job_produces_a_new_result_version(
-    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc],
-    redis_server: RedisServer, api: Api,
-) -> None:  # fmt: skip
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+    api: Api,
+) -> None:
     echo = echo_flavor(tenant, fault_server)
     start_worker(f"{tenant.namespace}/{echo}")
     apply(tenant, job("draft", echo, "first"))
@@ -154,9 +162,12 @@ def test_editing_a_finished_job_produces_a_new_result_version(
 
 
 def test_jobs_survive_redis_losing_its_data(
-    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc],
-    redis_server: RedisServer, api: Api,
-) -> None:  # fmt: skip
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+    api: Api,
+) -> None:
     echo = echo_flavor(tenant, fault_server)
     names = [f"survivor-{i}" for i in range(5)]
     apply(tenant, *(job(n, echo) for n in names))

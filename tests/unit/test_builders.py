@@ -38,14 +38,24 @@ def test_vllm_pod_holds_the_server_with_gpus_and_the_worker() -> None:
     d = builders.model_deployment(VLLM, SETTINGS, replicas=2)
     assert d["spec"]["replicas"] == 2
     assert d["metadata"]["ownerReferences"][0] == {
-        "apiVersion": "llmloom.io/v1alpha1", "kind": "Flavor", "name": "llama", "uid": "u-1",
-        "controller": True, "blockOwnerDeletion": True,
-    }  # fmt: skip
+        "apiVersion": "llmloom.io/v1alpha1",
+        "kind": "Flavor",
+        "name": "llama",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     pod = d["spec"]["template"]["spec"]
     server, worker = pod["containers"]
     assert server["image"].startswith("vllm/vllm-openai:")
-    assert server["args"] == ["--model", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8000",
-                              "--download-dir", "/models"]  # fmt: skip
+    assert server["args"] == [
+        "--model",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        "--port",
+        "8000",
+        "--download-dir",
+        "/models",
+    ]
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert server["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
     assert {"name": "HF_HOME", "value": "/models"} in server["env"]

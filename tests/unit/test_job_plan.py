@@ -8,10 +8,21 @@ from llmloom.operator.jobs import JobSummary, QueueState, plan, summarize
 
 NOW = 1_000_000.0
 JOB = JobSummary(
-    namespace="t1", name="j", uid="u", generation=1, flavor="f", priority=0, created=NOW - 10,
-    deadline=None, ttl=None, accepted=True, finished=False, completed=None, attempts=1,
+    namespace="t1",
+    name="j",
+    uid="u",
+    generation=1,
+    flavor="f",
+    priority=0,
+    created=NOW - 10,
+    deadline=None,
+    ttl=None,
+    accepted=True,
+    finished=False,
+    completed=None,
+    attempts=1,
     suspended=False,
-)  # fmt: skip
+)
 ID = JOB.ref.rq_id
 QUEUED = QueueState(marked=True, rq_status="queued")
 
@@ -64,14 +75,32 @@ def test_suspended_and_unaccepted_jobs_need_no_queue_entry() -> None:
 
 def test_summary_reads_the_current_version() -> None:
     body = {
-        "metadata": {"namespace": "t1", "name": "j", "uid": "u", "generation": 2,
-                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "metadata": {
+            "namespace": "t1",
+            "name": "j",
+            "uid": "u",
+            "generation": 2,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
         "spec": {"flavor": "f", "priority": 5, "activeDeadlineSeconds": 30},
-        "status": {"attempts": 1, "conditions": [
-            {"type": "Accepted", "status": "True", "reason": "Enqueued", "observedGeneration": 2},
-            {"type": "Succeeded", "status": "True", "reason": "Completed", "observedGeneration": 1},
-        ]},
-    }  # fmt: skip
+        "status": {
+            "attempts": 1,
+            "conditions": [
+                {
+                    "type": "Accepted",
+                    "status": "True",
+                    "reason": "Enqueued",
+                    "observedGeneration": 2,
+                },
+                {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Completed",
+                    "observedGeneration": 1,
+                },
+            ],
+        },
+    }
     s = summarize(body)
     assert s.accepted and not s.finished and s.priority == 5 and s.deadline == 30
     assert s.ref.rq_id == "u-g2"
