@@ -210,3 +210,11 @@ def test_unreachable_endpoint_fails_the_job_and_the_request(
     assert err.value.code == "EndpointUnreachable"
     jobs = tenant.kubectl("get", "llmjobs", "-o", "jsonpath={.items[*].status.state}")
     assert jobs == "Failed"
+
+
+def test_every_example_is_accepted_by_the_api_server(tenant: Tenant) -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        res = tenant.cluster.kubectl(
+            "apply", "--dry-run=server", "-n", tenant.namespace, "-f", str(path), check=False
+        )
+        assert res.returncode == 0, f"{path.name}: {res.stderr}"
