@@ -69,10 +69,16 @@ class OperatorCollector(Collector):
 
 def serve(
     port: int, controllers: Callable[[], tuple[FlavorController | None, JobController | None]]
-) -> CollectorRegistry:
-    """Serve /metrics on the port (0: not at all); returns the registry."""
+) -> Callable[[], None]:
+    """Serve /metrics on the port (0: not at all); returns the function that stops it."""
     registry = CollectorRegistry()
     registry.register(OperatorCollector(controllers))
-    if port:
-        start_http_server(port, addr="0.0.0.0", registry=registry)
-    return registry
+    if not port:
+        return lambda: None
+    server, _thread = start_http_server(port, addr="0.0.0.0", registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop

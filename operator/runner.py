@@ -29,9 +29,7 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return ks
 
 
-def _kwargs(settings: OperatorSettings) -> dict[str, object]:
-    memo = Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
-    metrics.serve(settings.metrics_port, lambda: (memo.flavors, memo.jobs))
+def _kwargs(settings: OperatorSettings, memo: Memo) -> dict[str, object]:
     return {
         "registry": build_registry(settings),
         "settings": kopf_settings(settings),
@@ -42,28 +40,46 @@ def _kwargs(settings: OperatorSettings) -> dict[str, object]:
     }
 
 
+def _memo(settings: OperatorSettings) -> Memo:
+    return Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
+
+
 def run(settings: OperatorSettings) -> None:
     """Run the operator until it is interrupted."""
-    kopf.run(**_kwargs(settings))  # type: ignore[arg-type]
+    memo = _memo(settings)
+    stop_metrics = metrics.serve(settings.metrics_port, lambda: (memo.flavors, memo.jobs))
+    try:
+        kopf.run(**_kwargs(settings, memo))  # type: ignore[arg-type]
+    finally:
+        stop_metrics()
 
 
 class OperatorThread:
-    """The operator in a background thread, for tests and ``llmloom dev``."""
+    """The operator in a background thread, for the tests."""
 
     def __init__(self, settings: OperatorSettings) -> None:
         self.settings = settings
+        self._fresh()
+
+    def _fresh(self) -> None:
         self.ready = threading.Event()
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._main, name="llmloom-operator", daemon=True)
 
     def _main(self) -> None:
-        asyncio.run(
-            kopf.operator(
-                ready_flag=self.ready,
-                stop_flag=self.stop_flag,
-                **_kwargs(self.settings),  # type: ignore[arg-type]
+        memo = _memo(self.settings)
+        stop_metrics = metrics.serve(self.settings.metrics_port, lambda: (memo.flavors, memo.jobs))
+        try:
+            asyncio.run(
+                kopf.operator(
+                    ready_flag=self.ready,
+                    stop_flag=self.stop_flag,
+                    **_kwargs(self.settings, memo),  # type: ignore[arg-type]
+                )
             )
-        )
+        finally:
+            stop_metrics()
+            memo.redis.close()
 
     def start(self, timeout: float = 30.0) -> OperatorThread:
         self.thread.start()
@@ -74,3 +90,9 @@ class OperatorThread:
     def stop(self, timeout: float = 30.0) -> None:
         self.stop_flag.set()
         self.thread.join(timeout)
+
+    def restart(self) -> None:
+        """Stop and start again, as a crash and a new pod would (state in memory is lost)."""
+        self.stop()
+        self._fresh()
+        self.start()

@@ -11,9 +11,11 @@ from typing import Any
 import yaml
 from redis import Redis
 
+from llmloom import queues
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
+from llmloom.operator.runner import OperatorThread
 
 from .conftest import Api, Tenant, flavor_manifest
 
@@ -191,3 +193,34 @@ def test_a_job_whose_worker_dies_is_run_again(
     tenant.kubectl("wait", "llmjob/orphaned", "--for=condition=Succeeded", "--timeout=60s")
     st = status(tenant, "orphaned")
     assert st["attempts"] == 2
+
+
+def test_an_operator_restart_does_nothing_twice(
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+    operator: OperatorThread,
+    api: Api,
+) -> None:
+    echo = echo_flavor(tenant, fault_server)
+    names = [f"steady-{i}" for i in range(3)]
+    apply(tenant, *(job(n, echo) for n in names))
+    wait_for(lambda: all(status(tenant, n).get("state") == "Queued" for n in names), 30, "queued")
+    operator.restart()
+    time.sleep(3)  # the new operator resumes every job and resyncs a few times
+    depth = queues.depth(Redis.from_url(redis_server.url), tenant.namespace, echo)
+    assert depth.pending == 3  # nothing enqueued twice
+    start_worker(f"{tenant.namespace}/{echo}")
+    for n in names:
+        tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=30s")
+        assert status(tenant, n)["attempts"] == 1
+        accepted = tenant.kubectl(
+            "get",
+            "events",
+            "--field-selector",
+            f"involvedObject.name={n},reason=Accepted",
+            "-o",
+            "name",
+        )
+        assert len(accepted.split()) == 1  # one Accepted event per job, not one per operator

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmloom.resources import Flavor, LLMJob
+from llmloom.resources import Flavor, LLMJob, Model
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
-KINDS = {"Flavor": Flavor, "LLMJob": LLMJob}
+KINDS: dict[str, type[Model]] = {"Flavor": Flavor, "LLMJob": LLMJob}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
