@@ -189,6 +189,39 @@ class Deploy(Model):
     """Where weights are cached."""
 
 
+class Retry(Model):
+    """Retries of failed provider calls: exponential backoff with jitter."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minDelaySeconds <= self.maxDelaySeconds",
+                    "retry.minDelaySeconds must not exceed retry.maxDelaySeconds",
+                )
+            ]
+        }
+    )
+
+    attempts: int = Field(default=3, ge=1, le=20)
+    """Calls made to this flavor before giving up on it (1: no retry)."""
+    min_delay_seconds: float = Field(default=1.0, ge=0, le=600)
+    """Delay before the first retry; it doubles with each further one."""
+    max_delay_seconds: float = Field(default=30.0, ge=0, le=3600)
+    """Longest delay between two calls (a Retry-After the provider sends is honoured)."""
+
+
+class Pricing(Model):
+    """What the provider charges, for the cost in each job's usage."""
+
+    prompt_per_million: float = Field(default=0.0, ge=0)
+    """Price of one million prompt tokens."""
+    completion_per_million: float = Field(default=0.0, ge=0)
+    """Price of one million completion tokens."""
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+    """ISO 4217 currency of the prices."""
+
+
 class FlavorSpec(Model):
     """How to reach one model: the wire protocol, the model id and the server."""
 
@@ -240,6 +273,17 @@ class FlavorSpec(Model):
     """Requests in flight per worker pod; the autoscaler's target load per pod."""
     timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     """Time allowed for one provider call."""
+    tokenizer: Literal["cl100k_base", "o200k_base"] | None = None
+    """tiktoken encoding for counting tokens; defaults from the model name (cl100k_base
+    for models tiktoken does not know)."""
+    retry: Retry = Field(default_factory=Retry, json_schema_extra=server_default(Retry))
+    """Retries of calls that failed for reasons that may pass (429, 5xx, timeouts)."""
+    fallback_flavor: str | None = Field(default=None, min_length=1, max_length=253)
+    """Flavor (same namespace) that takes a job whose prompt overflows this model's context."""
+    failover_flavors: list[str] = Field(default_factory=list, max_length=16)
+    """Flavors (same namespace) tried in order when this one keeps failing after its retries."""
+    pricing: Pricing | None = None
+    """Prices, for the cost in each job's usage."""
 
 
 class ReplicaStatus(Model):
@@ -358,6 +402,8 @@ class Usage(Model):
     """Tokens generated."""
     total_tokens: int = 0
     """Sum of both."""
+    cost: float | None = None
+    """Cost from the pricing of the flavor that answered, in its currency."""
 
 
 class ResultRef(Model):

@@ -13,7 +13,7 @@ from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor
 from llmloom.settings import WorkerSettings
 from llmloom.worker import tasks
-from llmloom.worker.processing import Deps
+from llmloom.worker.deps import Deps
 from llmloom.worker.readiness import wait_for_model
 
 MODEL_LOAD_SECONDS = 3600.0

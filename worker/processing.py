@@ -13,39 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
-from redis.asyncio import Redis
-
-from llmloom import conditions, events, jobstatus, queues, results, secrets, tokens
-from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
+from llmloom import conditions, events, jobstatus, queues, results
+from llmloom.kube import LLMJOBS, KubeError, Obj
 from llmloom.queues import JobRef
-from llmloom.resources import Flavor, LLMJob, Usage
-from llmloom.settings import WorkerSettings
-from llmloom.worker.providers import CHAT, ProviderError
+from llmloom.resources import LLMJob, Usage
+from llmloom.worker.calls import answer
+from llmloom.worker.deps import Deps, JobFailed
 
 log = logging.getLogger(__name__)
 COMPONENT = "llmloom-worker"
-
-
-@dataclass
-class Deps:
-    """What processing needs from its process: clients and settings."""
-
-    settings: WorkerSettings
-    kube: Kube
-    redis: Redis
-    http: httpx.AsyncClient
-
-
-class JobFailed(Exception):
-    """The job cannot succeed; the reason goes into its Failed condition."""
-
-    def __init__(self, reason: str, message: str, status_code: int = 502) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason, self.message, self.status_code = reason, message, status_code
 
 
 async def update_status(
@@ -55,58 +33,6 @@ async def update_status(
     return await deps.kube.update_status(
         LLMJOBS, ref.namespace, ref.name, mutate, uid=ref.uid, generation=ref.generation
     )
-
-
-def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
-    """Token usage: the provider's own counts, else counted with the flavor's tokenizer."""
-    reported = response.get("usage") or {}
-    if reported.get("prompt_tokens") is not None:
-        prompt = int(reported["prompt_tokens"])
-        completion = int(reported.get("completion_tokens") or 0)
-    else:
-        enc = tokens.encoding_for(flavor.spec.model)
-        prompt = tokens.count_chat_tokens((m.content for m in job.spec.messages or []), enc)
-        text = "".join(str(c.get("message", {}).get("content") or "") for c in response["choices"])
-        completion = len(enc.encode(text, disallowed_special=()))
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
-
-
-async def _run(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
-    ns = job.metadata.namespace
-    try:
-        flavor = Flavor.model_validate(await deps.kube.get(FLAVORS, ns, job.spec.flavor))
-    except KubeError as exc:
-        if exc.code == 404:
-            raise JobFailed(
-                "FlavorNotFound",
-                f"Flavor {job.spec.flavor!r} does not exist in namespace {ns!r}",
-                404,
-            ) from exc
-        raise
-    try:
-        api_key = await secrets.api_key(deps.kube, flavor)
-    except secrets.SecretMissing as exc:
-        raise JobFailed("SecretMissing", str(exc), 503) from exc
-    endpoint = deps.settings.endpoint or flavor.spec.endpoint
-    if endpoint is None:
-        raise JobFailed(
-            "NoEndpoint",
-            f"Flavor {flavor.metadata.name!r} is served by its own pods; "
-            "only the workers in those pods run its jobs",
-            503,
-        )
-    try:
-        response = await CHAT[flavor.spec.provider](
-            deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], job.spec.parameters
-        )
-    except ProviderError as exc:
-        code = 400 if exc.reason == "ContextLengthExceeded" else 502
-        raise JobFailed(exc.reason, exc.message, code) from exc
-    if response.get("model") in (None, "", "-"):  # llama.cpp leaves it blank
-        response["model"] = flavor.spec.model
-    return results.Outcome(ok=True, response=response), usage_of(response, job, flavor)
 
 
 def deadline_left(job: LLMJob, now: float) -> float | None:
@@ -143,22 +69,27 @@ async def watch_for_cancel(deps: Deps, ref: JobRef) -> str:
             return "ended-elsewhere"  # e.g. failed by the operator at its deadline
 
 
-async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None]:
-    """One attempt, bounded by the job's deadline, as an outcome."""
+async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None, str | None]:
+    """One attempt, bounded by the job's deadline: the outcome, usage, flavor that answered."""
     left = deadline_left(job, time.time())
     try:
         if left is not None and left <= 0:
             raise TimeoutError
         async with asyncio.timeout(left):
-            return await _run(deps, job)
+            got = await answer(deps, job)
     except TimeoutError:
-        return _failure(
-            "DeadlineExceeded",
-            f"not finished within activeDeadlineSeconds={job.spec.active_deadline_seconds}",
-            504,
-        ), None
+        return (
+            _failure(
+                "DeadlineExceeded",
+                f"not finished within activeDeadlineSeconds={job.spec.active_deadline_seconds}",
+                504,
+            ),
+            None,
+            None,
+        )
     except JobFailed as exc:
-        return _failure(exc.reason, exc.message, exc.status_code), None
+        return _failure(exc.reason, exc.message, exc.status_code), None, None
+    return results.Outcome(ok=True, response=got.response), got.usage, got.flavor
 
 
 def _failure(reason: str, message: str, status_code: int) -> results.Outcome:
@@ -212,13 +143,11 @@ async def _process(deps: Deps, ref: JobRef) -> str:
         log.info("job %s/%s stopped: %s", ref.namespace, ref.name, watcher.result())
         return f"cancelled-{watcher.result()}"
     watcher.cancel()
-    outcome, usage = attempt.result()
+    outcome, usage, used = attempt.result()
     stored, nbytes = await results.store(
         deps.redis, ref.uid, ref.generation, outcome, deps.settings.result_ttl_seconds
     )
-    await update_status(
-        deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, job.spec.flavor)
-    )
+    await update_status(deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, used))
     if stored.ok:
         tokens_used = usage.total_tokens if usage else 0
         await events.post(

@@ -7,6 +7,7 @@ trying again could help.
 
 from __future__ import annotations
 
+import email.utils
 import time
 import uuid
 from typing import Any
@@ -19,9 +20,19 @@ from llmloom.resources import FlavorSpec, Message, Parameters
 class ProviderError(Exception):
     """A provider call that did not produce a usable answer."""
 
-    def __init__(self, reason: str, message: str, *, retryable: bool, status: int | None = None):
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(f"{reason}: {message}")
         self.reason, self.message, self.retryable, self.status = reason, message, retryable, status
+        self.retry_after = retry_after
+        """Seconds the provider asked to wait (Retry-After), if it did."""
 
 
 _CONTEXT_MARKERS = (
@@ -44,6 +55,21 @@ def _error_text(resp: httpx.Response) -> str:
     return str(err)
 
 
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 def classify(resp: httpx.Response) -> ProviderError:
     """The ProviderError for an HTTP error answer of an OpenAI-wire server."""
     text, code = _error_text(resp), resp.status_code
@@ -53,10 +79,13 @@ def classify(resp: httpx.Response) -> ProviderError:
         return ProviderError("ProviderUnauthorized", text, retryable=False, status=code)
     if code == 404:
         return ProviderError("ModelNotFound", text, retryable=False, status=code)
+    after = retry_after(resp.headers.get("retry-after"))
     if code == 429:
-        return ProviderError("RateLimited", text, retryable=True, status=code)
+        return ProviderError("RateLimited", text, retryable=True, status=code, retry_after=after)
     if code >= 500:
-        return ProviderError("ProviderUnavailable", text, retryable=True, status=code)
+        return ProviderError(
+            "ProviderUnavailable", text, retryable=True, status=code, retry_after=after
+        )
     return ProviderError("ProviderRejected", text, retryable=False, status=code)
 
 

@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from llmloom.kube import Kube
 from llmloom.queues import JobRef
 from llmloom.settings import WorkerSettings
-from llmloom.worker.processing import Deps, process
+from llmloom.worker.deps import Deps
+from llmloom.worker.processing import process
 
 
 class Context:

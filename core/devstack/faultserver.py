@@ -3,8 +3,11 @@
 The behaviour is chosen by the endpoint's path, so a Flavor's ``endpoint``
 alone sets it: ``/v1`` answers at once by echoing the last user message,
 ``/delay/<seconds>/v1`` answers after that delay, ``/status/<code>/v1``
-fails with that HTTP status and an OpenAI error body. It stands in for the
-model server, never for Kubernetes or Redis.
+fails with that HTTP status and an OpenAI error body, ``/flaky/<key>/<n>/v1``
+fails the first n calls with 503, ``/limited/<key>/<s>/v1`` answers the first
+call 429 with ``Retry-After: s``, ``/context/<n>/v1`` answers every call with
+vLLM's context-overflow error; ``GET /calls/<key>`` counts the calls of a key.
+It stands in for the model server, never for Kubernetes or Redis.
 
 ``python -m llmloom.devstack.faultserver --port N`` serves until killed;
 ``FaultServer`` runs that as a child process.
@@ -56,19 +59,31 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
 def app() -> FastAPI:
     """The server's routes."""
     api = FastAPI()
+    calls: dict[str, int] = {}
 
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+
+    def error(code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        err = {
+            "message": message,
+            "type": "server_error" if code >= 500 else "invalid_request_error",
+        }
+        return JSONResponse({"error": err}, status_code=code, headers=headers)
 
     @api.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
     @api.get("/v1/models")
-    @api.get("/delay/{seconds}/v1/models")
-    @api.get("/status/{code}/v1/models")
+    @api.get("/{prefix:path}/v1/models")
     async def list_models() -> dict[str, Any]:
         return models()
+
+    @api.get("/calls/{key}")
+    async def count(key: str) -> dict[str, int]:
+        """How many chat calls a flaky or limited endpoint received."""
+        return {"calls": calls.get(key, 0)}
 
     @api.post("/v1/chat/completions")
     async def chat(request: Request) -> dict[str, Any]:
@@ -82,8 +97,35 @@ def app() -> FastAPI:
 
     @api.post("/status/{code}/v1/chat/completions")
     async def failing_chat(code: int) -> JSONResponse:
-        err = {"message": f"injected failure {code}", "type": "server_error", "code": code}
-        return JSONResponse({"error": err}, status_code=code)
+        return error(code, f"injected failure {code}")
+
+    @api.post("/flaky/{key}/{failures}/v1/chat/completions", response_model=None)
+    async def flaky_chat(
+        key: str, failures: int, request: Request
+    ) -> JSONResponse | dict[str, Any]:
+        """503 for the first ``failures`` calls of ``key``, then answers."""
+        calls[key] = calls.get(key, 0) + 1
+        if calls[key] <= failures:
+            return error(503, f"injected failure {calls[key]} of {failures}")
+        return completion(await request.json())
+
+    @api.post("/limited/{key}/{seconds}/v1/chat/completions", response_model=None)
+    async def limited_chat(
+        key: str, seconds: int, request: Request
+    ) -> JSONResponse | dict[str, Any]:
+        """429 with Retry-After: ``seconds`` on the first call of ``key``, then answers."""
+        calls[key] = calls.get(key, 0) + 1
+        if calls[key] == 1:
+            return error(429, "Rate limit reached", {"Retry-After": str(seconds)})
+        return completion(await request.json())
+
+    @api.post("/context/{limit}/v1/chat/completions")
+    async def small_context(limit: int) -> JSONResponse:
+        return error(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, "
+            "your messages resulted in more tokens.",
+        )
 
     return api
 

@@ -8,7 +8,7 @@ from llmloom import results
 from llmloom.jobstatus import mark_finished, mark_running
 from llmloom.queues import JobRef
 from llmloom.resources import Flavor, LLMJob, Usage
-from llmloom.worker.processing import usage_of
+from llmloom.worker.calls import usage_of
 
 REF = JobRef(namespace="t1", name="j", uid="u1", generation=3)
 
@@ -87,3 +87,21 @@ def test_usage_is_counted_when_the_provider_reports_none() -> None:
         and usage.completion_tokens == 2
         and usage.total_tokens == 10
     )
+
+
+def test_cost_from_the_flavors_pricing() -> None:
+    flavor = Flavor.model_validate(
+        {
+            "spec": {
+                "provider": "openai",
+                "model": "gpt-4",
+                "endpoint": "http://x",
+                "pricing": {"promptPerMillion": 3, "completionPerMillion": 15},
+            }
+        }
+    )
+    resp = {
+        "choices": [{"message": {"content": "hi"}}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
+    }
+    assert usage_of(resp, _job(), flavor).cost == (1000 * 3 + 200 * 15) / 1e6

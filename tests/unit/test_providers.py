@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from llmloom.resources import FlavorSpec, Message, Parameters
-from llmloom.worker.providers import chat_body, classify
+from llmloom.resources import FlavorSpec, Message, Parameters, Retry
+from llmloom.worker.calls import backoff
+from llmloom.worker.providers import chat_body, classify, from_ollama, ollama_body, retry_after
 
 
 def resp(code: int, body: object) -> httpx.Response:
@@ -83,3 +84,53 @@ def test_flavor_caps_output_tokens() -> None:
     assert chat_body(spec(maxOutputTokens=64), msgs, None)["max_tokens"] == 64
     assert chat_body(spec(maxOutputTokens=64), msgs, Parameters(max_tokens=500))["max_tokens"] == 64
     assert chat_body(spec(maxOutputTokens=64), msgs, Parameters(max_tokens=5))["max_tokens"] == 5
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    import email.utils
+    import time
+
+    assert retry_after("3") == 3.0
+    assert retry_after(None) is None and retry_after("soon") is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < (retry_after(later) or 0) <= 30
+    err = classify(
+        httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    )
+    assert err.retry_after == 7.0 and err.retryable
+
+
+def test_backoff_doubles_with_jitter_within_the_cap_and_honours_retry_after() -> None:
+    retry = Retry(attempts=5, min_delay_seconds=1, max_delay_seconds=5)
+    for attempt, ceiling in [(0, 1), (1, 2), (2, 4), (3, 5), (4, 5)]:
+        delays = [backoff(retry, attempt, None) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1  # jittered
+    assert backoff(retry, 0, 12.0) == 12.0
+
+
+def test_ollama_wire_maps_options_and_answers() -> None:
+    body = ollama_body(
+        spec(),
+        [Message(role="user", content="hi")],
+        Parameters(temperature=0.2, max_tokens=5, stop=["x"]),
+    )
+    assert body == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+        "options": {"temperature": 0.2, "num_predict": 5, "stop": ["x"]},
+    }
+    answer = from_ollama(
+        {
+            "model": "llama3",
+            "message": {"role": "assistant", "content": "yo"},
+            "done_reason": "length",
+            "prompt_eval_count": 7,
+            "eval_count": 2,
+        },
+        "m",
+    )
+    assert answer["choices"][0]["message"]["content"] == "yo"
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}

@@ -1,0 +1,169 @@
+"""Getting an answer for a job despite faults: retries, fallback, failover.
+
+A call that fails for a reason that may pass (429, 5xx, timeouts, a dropped
+connection, a garbled body) is retried with exponential backoff and jitter,
+within the flavor's ``retry`` and never sooner than a Retry-After asks. A
+prompt that overflows the model's context goes to the flavor's
+``fallbackFlavor``. When a flavor keeps failing, its ``failoverFlavors`` are
+tried in order. Errors that retrying cannot fix (400, 401, 404) end the job
+at once with the provider's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from llmloom import secrets, tokens
+from llmloom.kube import FLAVORS, KubeError
+from llmloom.resources import Flavor, LLMJob, Retry, Usage
+from llmloom.worker.deps import Deps, JobFailed
+from llmloom.worker.providers import CHAT, ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The provider's response, what it cost, and which flavor gave it."""
+
+    response: dict[str, Any]
+    usage: Usage
+    flavor: str
+
+
+def backoff(retry: Retry, attempt: int, retry_after: float | None) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): exponential with
+    jitter, capped, and never less than the provider's Retry-After."""
+    ceiling = min(retry.max_delay_seconds, retry.min_delay_seconds * 2**attempt)
+    delay = random.uniform(ceiling / 2, ceiling)
+    return max(delay, retry_after) if retry_after is not None else delay
+
+
+def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
+    """Token usage: the provider's own counts, else counted with the flavor's tokenizer;
+    the cost from the flavor's pricing."""
+    reported = response.get("usage") or {}
+    if reported.get("prompt_tokens") is not None:
+        prompt = int(reported["prompt_tokens"])
+        completion = int(reported.get("completion_tokens") or 0)
+    else:
+        enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
+        prompt = tokens.count_chat_tokens((m.content for m in job.spec.messages or []), enc)
+        text = "".join(str(c.get("message", {}).get("content") or "") for c in response["choices"])
+        completion = len(enc.encode(text, disallowed_special=()))
+    cost = None
+    if flavor.spec.pricing is not None:
+        p = flavor.spec.pricing
+        cost = round(
+            (prompt * p.prompt_per_million + completion * p.completion_per_million) / 1e6, 8
+        )
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        cost=cost,
+    )
+
+
+async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
+    try:
+        return Flavor.model_validate(await deps.kube.get(FLAVORS, namespace, name))
+    except KubeError as exc:
+        if exc.code == 404:
+            raise JobFailed(
+                "FlavorNotFound",
+                f"Flavor {name!r}{why} does not exist in namespace {namespace!r}",
+                404,
+            ) from exc
+        raise
+
+
+def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
+    """Where to call a flavor: the server beside this worker for its own flavor, else the
+    flavor's endpoint or the Service of its deployed servers."""
+    endpoint = (deps.settings.endpoint if primary else None) or flavor.spec.endpoint
+    endpoint = endpoint or flavor.status.endpoint
+    if endpoint is None:
+        raise JobFailed(
+            "NoEndpoint",
+            f"Flavor {flavor.metadata.name!r} has no endpoint yet (its pods are not ready)",
+            503,
+        )
+    return endpoint
+
+
+async def call_with_retries(
+    deps: Deps, flavor: Flavor, endpoint: str, job: LLMJob
+) -> dict[str, Any]:
+    """One flavor, retried within its ``retry`` on errors that may pass."""
+    try:
+        api_key = await secrets.api_key(deps.kube, flavor)
+    except secrets.SecretMissing as exc:
+        raise JobFailed("SecretMissing", str(exc), 503) from exc
+    retry = flavor.spec.retry
+    for attempt in range(retry.attempts):
+        try:
+            response = await CHAT[flavor.spec.provider](
+                deps.http,
+                endpoint,
+                flavor.spec,
+                api_key,
+                job.spec.messages or [],
+                job.spec.parameters,
+            )
+        except ProviderError as exc:
+            if not exc.retryable or attempt == retry.attempts - 1:
+                raise
+            delay = backoff(retry, attempt, exc.retry_after)
+            log.info(
+                "%s on %s; retry %d in %.1fs", exc.reason, flavor.metadata.name, attempt + 1, delay
+            )
+            await asyncio.sleep(delay)
+        else:
+            if response.get("model") in (None, "", "-"):  # llama.cpp leaves it blank
+                response["model"] = flavor.spec.model
+            return response
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def answer(deps: Deps, job: LLMJob) -> Answer:
+    """The job's answer from its flavor, its fallback or its failovers."""
+    ns = job.metadata.namespace
+    primary = await load_flavor(deps, ns, job.spec.flavor)
+    chain: list[tuple[Flavor, bool]] = [(primary, True)]
+    fell_back = False
+    last: ProviderError | None = None
+    while chain:
+        flavor, is_primary = chain.pop(0)
+        try:
+            endpoint = endpoint_of(deps, flavor, is_primary)
+            response = await call_with_retries(deps, flavor, endpoint, job)
+            return Answer(response, usage_of(response, job, flavor), flavor.metadata.name)
+        except ProviderError as exc:
+            if exc.reason == "ContextLengthExceeded":
+                if flavor.spec.fallback_flavor and not fell_back:
+                    fell_back = True
+                    fallback = await load_flavor(
+                        deps, ns, flavor.spec.fallback_flavor, " (fallbackFlavor)"
+                    )
+                    log.info(
+                        "context of %s overflowed; falling back to %s",
+                        flavor.metadata.name,
+                        fallback.metadata.name,
+                    )
+                    chain = [(fallback, False)]
+                    continue
+                raise JobFailed(exc.reason, exc.message, 400) from exc
+            if not exc.retryable:
+                raise JobFailed(exc.reason, exc.message, 502) from exc
+            last = exc
+        if is_primary:
+            for name in flavor.spec.failover_flavors:
+                chain.append((await load_flavor(deps, ns, name, " (failoverFlavors)"), False))
+    assert last is not None
+    tried = "retries and failover" if primary.spec.failover_flavors else "retries"
+    raise JobFailed(last.reason, f"{last.message} (gave up after {tried})", 502)
