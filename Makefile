@@ -41,6 +41,7 @@ testbed:
 lint: links
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile.operator Dockerfile.worker
 	$(VENV)/bin/mypy -p llmloom
 	$(VENV)/bin/mypy tests $(wildcard bench/*.py)
 
