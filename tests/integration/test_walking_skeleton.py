@@ -218,3 +218,15 @@ def test_every_example_is_accepted_by_the_api_server(tenant: Tenant) -> None:
             "apply", "--dry-run=server", "-n", tenant.namespace, "-f", str(path), check=False
         )
         assert res.returncode == 0, f"{path.name}: {res.stderr}"
+
+
+def test_models_lists_the_tenants_ready_flavors(api: Api, tenant: Tenant, smollm2: str) -> None:
+    tenant.kubectl("wait", f"flavor/{smollm2}", "--for=condition=Ready", "--timeout=30s")
+    dead = flavor_manifest("down", f"http://127.0.0.1:{free_port()}/v1")
+    tenant.kubectl("apply", "-f", "-", input=yaml.safe_dump(dead))
+    c = client(api, tenant)
+    assert [m.id for m in c.models.list()] == ["smollm2"]  # "down" is not Ready
+    model = c.models.retrieve("smollm2")
+    assert model.owned_by == tenant.namespace
+    with pytest.raises(openai.NotFoundError):
+        c.models.retrieve("gpt-17")
