@@ -206,14 +206,30 @@ def filename(info: CrdInfo) -> str:
     return f"{GROUP}_{info.plural}.yaml"
 
 
+CHART_COPY = Path("charts/llmloom/files/crds")
+"""Where the chart keeps its copy (Helm reads files only from inside the chart)."""
+
+
+def render_for_chart(info: CrdInfo) -> str:
+    """The CRD as the chart installs it: kept when the release is uninstalled, since
+    deleting a CRD deletes every flavor and job with it."""
+    doc = crd(info)
+    doc["metadata"]["annotations"] = {"helm.sh/resource-policy": "keep"}
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, width=100)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Write every CRD into the folder given as the only argument."""
+    """Write every CRD into the folder given as the first argument (default crds/), and
+    the chart's copies into the folder given as the second."""
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0] if args else "crds")
-    out.mkdir(parents=True, exist_ok=True)
+    chart = Path(args[1]) if len(args) > 1 else CHART_COPY
+    for folder in (out, chart):
+        folder.mkdir(parents=True, exist_ok=True)
     for info in CRDS:
         (out / filename(info)).write_text(render(info))
-        print(out / filename(info))
+        (chart / filename(info)).write_text(render_for_chart(info))
+        print(out / filename(info), chart / filename(info))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ def test_checked_in_crd_matches_the_models(info: crdgen.CrdInfo) -> None:
     assert path.read_text() == crdgen.render(info), (
         f"{path} drifted from core/resources.py: run `make crds` and commit the result"
     )
+    chart = CRDS.parent / crdgen.CHART_COPY / crdgen.filename(info)
+    assert chart.read_text() == crdgen.render_for_chart(info), f"{chart} drifted: run `make crds`"
 
 
 def _walk(node: Any, path: str = "") -> list[str]:

@@ -1,0 +1,174 @@
+"""The Helm chart, checked with the real helm against the real API server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmloom.devstack.cluster import REPO, Cluster
+from llmloom.devstack.procs import wait_for
+
+from .conftest import Tenant
+
+CHART = REPO / "charts" / "llmloom"
+FULL_VALUES = {
+    "image": {"tag": "0.1.0"},
+    "api": {
+        "autoscaling": {"enabled": True},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "llm.example.com",
+            "tlsSecretName": "llm-tls",
+        },
+    },
+    "redis": {"persistence": {"size": "20Gi"}},
+    "flavors": [
+        {
+            "name": "qwen-7b",
+            "namespace": "team-a",
+            "spec": {
+                "provider": "vllm",
+                "model": "Qwen/Qwen2.5-7B-Instruct",
+                "deploy": {"gpus": 1, "replicas": {"min": 0, "max": 2}},
+            },
+        }
+    ],
+}
+
+
+def helm(
+    cluster: Cluster, home: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **cluster.env(),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        # Discovery cached for another test cluster that had the same port would hide kinds.
+        "KUBECACHEDIR": str(home / "kube-cache"),
+    }
+    res = subprocess.run(
+        [str(cluster.bin / "helm"), *args], env=env, text=True, capture_output=True
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {res.stderr}")
+    return res
+
+
+def docs(text: str) -> list[dict[str, object]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def template(cluster: Cluster, home: Path, namespace: str, *extra: str) -> str:
+    """The chart rendered as GitOps tools render it: with the cluster's versions."""
+    args = ["template", "llmloom", str(CHART), "-n", namespace, "--kube-version", "1.36.3"]
+    args += ["--api-versions", "llmloom.io/v1alpha1/Flavor", *extra]
+    return helm(cluster, home, *args).stdout
+
+
+def test_lint_and_template_render_valid_objects(
+    cluster: Cluster, tenant: Tenant, tmp_path: Path
+) -> None:
+    assert "0 chart(s) failed" in helm(cluster, tmp_path, "lint", str(CHART)).stdout
+    values = tmp_path / "full.yaml"
+    values.write_text(yaml.safe_dump(FULL_VALUES))
+    cluster.kubectl("create", "namespace", "team-a", check=False)
+    for extra in ([], ["-f", str(values)]):
+        rendered = template(cluster, tmp_path, tenant.namespace, *extra)
+        kinds = {str(d["kind"]) for d in docs(rendered)}
+        assert {"Deployment", "StatefulSet", "ClusterRole", "CustomResourceDefinition"} <= kinds
+        # The API server accepts every object as rendered (the CRDs are installed already).
+        res = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
+        assert res.returncode == 0, res.stderr
+    assert {"Flavor", "Ingress", "HorizontalPodAutoscaler"} <= kinds
+
+
+def test_unknown_values_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    res = helm(
+        cluster,
+        tmp_path,
+        "template",
+        "x",
+        str(CHART),
+        "--kube-version",
+        "1.36.3",
+        "--set",
+        "api.replica=3",
+        check=False,
+    )
+    assert res.returncode != 0 and "additional properties 'replica' not allowed" in res.stderr
+
+
+@pytest.fixture
+def bare_cluster() -> Iterator[Cluster]:
+    """A cluster of its own: the chart installs CRDs and RBAC the session's cluster holds."""
+    c = Cluster(gpu_nodes=1)
+    yield c
+    c.stop()
+
+
+def test_install_upgrade_uninstall(bare_cluster: Cluster, tmp_path: Path) -> None:
+    c = bare_cluster
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"flavors": FULL_VALUES["flavors"]}))
+    release = ["llmloom", "-n", "llmloom-system", "-f", str(values)]
+    c.kubectl("create", "namespace", "team-a")
+    installed = helm(c, tmp_path, "install", *release, str(CHART), "--create-namespace").stdout
+    c.kubectl(
+        "wait", "--for=condition=Established", "crd/flavors.llmloom.io", "crd/llmjobs.llmloom.io"
+    )
+    # Helm maps every object before it applies any: the flavors from values come with the
+    # next upgrade, and the release notes say so.
+    assert "Run the same `helm upgrade --install` once more" in installed
+    wait_for(
+        lambda: "Flavor" in c.kubectl("api-resources", "--api-group=llmloom.io").stdout,
+        30,
+        "the Flavor kind in discovery",
+    )
+    helm(c, tmp_path, "upgrade", "--install", *release, str(CHART))
+    assert c.kubectl("get", "flavor", "qwen-7b", "-n", "team-a", "-o", "name").stdout.strip()
+
+    # RBAC works as granted, and no further.
+    sa = "system:serviceaccount:llmloom-system:llmloom-operator"
+
+    def can(*args: str) -> str:
+        return c.kubectl("auth", "can-i", *args, "--as", sa, check=False).stdout.strip()
+
+    assert can("patch", "llmjobs.llmloom.io/status", "-A") == "yes"
+    assert can("create", "deployments", "-n", "team-a") == "yes"
+    assert can("delete", "secrets", "-n", "team-a") == "no"
+    assert can("create", "pods", "-n", "team-a") == "no"
+
+    # An upgrade that changes a CRD reaches the cluster (CRDs are templates, not crds/).
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    crd_file = chart / "files" / "crds" / "llmloom.io_llmjobs.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].append(
+        {"name": "Attempts", "type": "integer", "jsonPath": ".status.attempts"}
+    )
+    crd_file.write_text(yaml.safe_dump(crd))
+    helm(c, tmp_path, "upgrade", *release, str(chart))
+    live = json.loads(c.kubectl("get", "crd", "llmjobs.llmloom.io", "-o", "json").stdout)
+    columns = [col["name"] for col in live["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert "Attempts" in columns
+
+    # Uninstalling keeps the CRDs, and so every job.
+    job = {
+        "apiVersion": "llmloom.io/v1alpha1",
+        "kind": "LLMJob",
+        "metadata": {"name": "keepme", "namespace": "team-a"},
+        "spec": {"flavor": "qwen-7b", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    c.kubectl("apply", "-f", "-", input=yaml.safe_dump(job))
+    helm(c, tmp_path, "uninstall", "llmloom", "-n", "llmloom-system")
+    assert c.kubectl("get", "crd", "llmjobs.llmloom.io", check=False).returncode == 0
+    assert c.kubectl("get", "llmjob", "keepme", "-n", "team-a", check=False).returncode == 0
+    assert c.kubectl("get", "deployment", "-n", "llmloom-system", "-o", "name").stdout.strip() == ""
