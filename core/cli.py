@@ -59,9 +59,20 @@ def _dev(a: argparse.Namespace) -> None:
 
 
 def _token(a: argparse.Namespace) -> None:
+    import yaml
+
     from llmloom import apitokens
     from llmloom.kube import SECRETS, Kube
     from llmloom.settings import CommonSettings
+
+    if a.action == "create" and a.manifest:
+        # No cluster access needed: the token goes to stderr, the Secret to stdout, for
+        # `... | kubectl apply -f -` with the caller's own permissions.
+        token = apitokens.new_token()
+        secret = apitokens.secret_manifest(a.namespace, a.name, token, a.description or "")
+        print(f"token (shown once): {token}", file=sys.stderr)
+        print(yaml.safe_dump(secret), end="")
+        return
 
     async def main() -> None:
         kube = Kube.connect(CommonSettings().kubeconfig)
@@ -113,6 +124,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--namespace", required=True)
     p.add_argument("--name", default="llmloom-token", help="name of the token's Secret")
     p.add_argument("--description")
+    p.add_argument(
+        "--manifest",
+        action="store_true",
+        help="print the token's Secret instead of creating it (pipe into kubectl apply -f -)",
+    )
     p.set_defaults(func=_token)
 
     p = sub.add_parser("crds", help="write the CRD manifests generated from the models")

@@ -8,6 +8,9 @@ LLMJob, the operator, Redis and a worker; bad input gets a clear error.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 
 import httpx
@@ -230,3 +233,32 @@ def test_models_lists_the_tenants_ready_flavors(api: Api, tenant: Tenant, smollm
     assert model.owned_by == tenant.namespace
     with pytest.raises(openai.NotFoundError):
         c.models.retrieve("gpt-17")
+
+
+def test_a_token_made_with_the_cli_and_kubectl_works(api: Api, tenant: Tenant) -> None:
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "llmloom.cli",
+            "token",
+            "create",
+            "-n",
+            tenant.namespace,
+            "--name",
+            "cli-token",
+            "--manifest",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    tenant.kubectl("apply", "-f", "-", input=made.stdout)
+    token = made.stderr.split("token (shown once): ")[1].strip()
+    c = openai.OpenAI(base_url=f"{api.url}/v1", api_key=token, max_retries=0)
+    assert c.models.list().data == []  # the tenant has no Ready flavor yet; the token is valid
+    tenant.kubectl("delete", "secret", "cli-token")  # revoking it ends it, after the cache time
+    time.sleep(1.5)
+    with pytest.raises(openai.AuthenticationError):
+        c.models.list()

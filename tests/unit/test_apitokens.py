@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from llmloom import apitokens
+import pytest
+import yaml
+
+from llmloom import apitokens, cli
 from llmloom.kube import bearer, load_config
 
 
@@ -40,3 +43,14 @@ def test_kubeconfig_tokens_are_sent(tmp_path: Path) -> None:
         "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n"
     )
     assert bearer(load_config(str(kubeconfig))) == "Bearer abc123"
+
+
+def test_cli_prints_a_secret_to_apply_and_the_token_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli.main(["token", "create", "-n", "team-a", "--name", "ci", "--manifest"])
+    out, err = capsys.readouterr()
+    token = err.split("token (shown once): ")[1].strip()
+    secret = yaml.safe_load(out)
+    assert secret["metadata"]["namespace"] == "team-a" and secret["metadata"]["name"] == "ci"
+    assert apitokens.matches(secret, token) and token not in out
