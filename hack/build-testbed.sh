@@ -45,12 +45,14 @@ if ! have kube-apiserver || ! have kube-controller-manager || ! have kube-schedu
   GOMOD=$(go mod download -json "k8s.io/kubernetes@v$K" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
   # k8s.io/kubernetes replaces its staging modules with ./staging/...; point
   # each at its published release instead.
-  for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#\1#p' "$GOMOD"); do
+  while read -r m; do
     go mod edit -replace="$m=$m@v$S"
-  done
+  done < <(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#\1#p' "$GOMOD")
   g=$(sed -n 's/^godebug //p' "$GOMOD"); if [ -n "$g" ]; then go mod edit -godebug="$g"; fi
   pkgs=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  go get -tool $(for p in "${pkgs[@]}"; do printf 'k8s.io/kubernetes/cmd/%s@v%s ' "$p" "$K"; done)
+  tools=()
+  for p in "${pkgs[@]}"; do tools+=("k8s.io/kubernetes/cmd/$p@v$K"); done
+  go get -tool "${tools[@]}"
   LDF="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     LDF+=" -X $p.gitVersion=v$K -X $p.gitMajor=1 -X $p.gitMinor=$MIN -X $p.gitTreeState=clean"

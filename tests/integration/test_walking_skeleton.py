@@ -215,12 +215,31 @@ def test_unreachable_endpoint_fails_the_job_and_the_request(
     assert jobs == "Failed"
 
 
-def test_every_example_is_accepted_by_the_api_server(tenant: Tenant) -> None:
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        res = tenant.cluster.kubectl(
-            "apply", "--dry-run=server", "-n", tenant.namespace, "-f", str(path), check=False
-        )
-        assert res.returncode == 0, f"{path.name}: {res.stderr}"
+def test_the_examples_apply_as_gitops_does_and_again_change_nothing(
+    tenant: Tenant, model_server: ModelServer, api: Api
+) -> None:
+    """Every example is valid to the API server, and applying the set twice (server-side,
+    one field manager, as Argo CD and Flux do) changes nothing, even after the operator
+    acted on them: it writes status and its own annotations, never the spec."""
+    apply = ["apply", "--server-side", "--field-manager=gitops", "-k", str(EXAMPLES)]
+    tenant.kubectl(*apply)
+    tenant.kubectl("wait", "llmjob/hello", "--for=condition=Accepted", "--timeout=30s")
+    tenant.kubectl(
+        "wait", "flavor/qwen-7b", "--for=jsonpath={.status.observedGeneration}=1", "--timeout=30s"
+    )
+    again = tenant.kubectl(*apply)
+    assert again.count("serverside-applied") == len(again.strip().splitlines())
+    diff = tenant.cluster.kubectl(
+        "diff",
+        "--server-side",
+        "--field-manager=gitops",
+        "-n",
+        tenant.namespace,
+        "-k",
+        str(EXAMPLES),
+        check=False,
+    )
+    assert diff.returncode == 0, diff.stdout
 
 
 def test_models_lists_the_tenants_ready_flavors(api: Api, tenant: Tenant, smollm2: str) -> None:

@@ -9,7 +9,11 @@ import yaml
 
 from llmloom.resources import Flavor, LLMJob, Model
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
+    if p.name != "kustomization.yaml"
+)
 KINDS: dict[str, type[Model]] = {"Flavor": Flavor, "LLMJob": LLMJob}
 
 
