@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
@@ -15,16 +15,13 @@ from llmloom.resources import LLMJobSpec
 
 router = APIRouter()
 
-TASK_HEADER = "X-LLMLoom-Task"
-WAIT_HEADER = "X-LLMLoom-Wait"
-
 
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(
     request: ChatCompletionRequest,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=WAIT_HEADER)] = None,
+    wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
     wait: Annotated[float | None, Query()] = None,
 ) -> JSONResponse:
     """Create a chat completion; past the wait limit, answer 202 with a task to poll."""
@@ -44,18 +41,7 @@ async def create_chat_completion(
         parameters=request.parameters(),
     )
     job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-")
-    headers = {TASK_HEADER: job.metadata.name}
-    outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
-    if outcome is None:
-        location = f"/v1/tasks/{job.metadata.name}"
-        body: dict[str, Any] = {
-            "id": job.metadata.name,
-            "object": "llmloom.task",
-            "status": "queued",
-            "location": location,
-        }
-        return JSONResponse(body, 202, headers={**headers, "Location": location})
-    return JSONResponse(jobs.raise_for_outcome(outcome), headers=headers)
+    return await jobs.respond(services, job, wait_seconds)
 
 
 def attach_router(app: FastAPI) -> None:

@@ -8,7 +8,10 @@ to the marker in ``llmloom.queues``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+from fastapi.responses import JSONResponse
 
 from llmloom import API_VERSION, conditions, queues, results
 from llmloom.api.errors import APIError
@@ -72,6 +75,33 @@ async def submit(
         queues.job_timeout(flavor),
     )
     return job
+
+
+TASK_HEADER = "X-LLMLoom-Task"
+WAIT_HEADER = "X-LLMLoom-Wait"
+
+
+async def respond(
+    services: Services,
+    job: LLMJob,
+    wait_seconds: float,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> JSONResponse:
+    """Wait for the job's answer: the OpenAI response (through ``shape``), its error, or
+    past the wait, 202 with the task to poll."""
+    headers = {TASK_HEADER: job.metadata.name}
+    outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
+    if outcome is None:
+        location = f"/v1/tasks/{job.metadata.name}"
+        body = {
+            "id": job.metadata.name,
+            "object": "llmloom.task",
+            "status": "queued",
+            "location": location,
+        }
+        return JSONResponse(body, 202, headers={**headers, "Location": location})
+    response = raise_for_outcome(outcome)
+    return JSONResponse(shape(response) if shape else response, headers=headers)
 
 
 def wait_limit(services: Services, header: str | None, query: float | None) -> float:

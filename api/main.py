@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from llmloom import __version__, tokens
-from llmloom.api import chat, errors, models, tasks
+from llmloom.api import chat, embeddings, errors, models, tasks
 from llmloom.api.services import Services
 from llmloom.settings import ApiSettings
 
@@ -30,6 +30,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     chat.attach_router(app)
     tasks.attach_router(app)
     models.attach_router(app)
+    embeddings.attach_router(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

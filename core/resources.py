@@ -328,7 +328,7 @@ class FlavorStatus(Model):
 
 # --------------------------------------------------------------------------- LLMJob
 
-Task = Literal["chat"]
+Task = Literal["chat", "embeddings"]
 Role = Literal["system", "user", "assistant", "tool"]
 JobState = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
 
@@ -357,6 +357,8 @@ class Parameters(Model):
     """Sequences where generation stops."""
     seed: int | None = None
     """Seed for providers that sample deterministically with one."""
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
+    """Length of the embedding vectors, for models that can shorten them."""
 
 
 class LLMJobSpec(Model):
@@ -366,8 +368,12 @@ class LLMJobSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.task != 'chat' || has(self.messages)",
-                    "spec.messages is required when task is chat",
+                    "self.task != 'chat' || (has(self.messages) && !has(self.texts))",
+                    "a chat job takes spec.messages (and no spec.texts)",
+                ),
+                cel(
+                    "self.task != 'embeddings' || (has(self.texts) && !has(self.messages))",
+                    "an embeddings job takes spec.texts (and no spec.messages)",
                 ),
             ]
         }
@@ -375,10 +381,21 @@ class LLMJobSpec(Model):
 
     flavor: str = Field(min_length=1, max_length=253)
     """Name of the Flavor, in the job's namespace, that runs the job."""
-    task: Task = "chat"
-    """Kind of work: chat."""
+    task: Task = Field(
+        default="chat",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "task is immutable; create a new LLMJob instead")
+            ]
+        },
+    )
+    """Kind of work: chat (complete spec.messages) or embeddings (embed spec.texts)."""
     messages: list[Message] | None = Field(default=None, min_length=1, max_length=10_000)
     """The conversation to complete (task chat); at least one message."""
+    texts: list[Annotated[str, Field(max_length=100_000)]] | None = Field(
+        default=None, min_length=1, max_length=2048
+    )
+    """The texts to embed (task embeddings), one vector each, in order."""
     parameters: Parameters | None = None
     """Sampling parameters."""
     priority: int = Field(default=0, ge=-1000, le=1000)

@@ -21,7 +21,7 @@ from llmloom import secrets, tokens
 from llmloom.kube import FLAVORS, KubeError
 from llmloom.resources import Flavor, LLMJob, Retry, Usage
 from llmloom.worker.deps import Deps, JobFailed
-from llmloom.worker.providers import CHAT, ProviderError
+from llmloom.worker.providers import CHAT, EMBED, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
     if reported.get("prompt_tokens") is not None:
         prompt = int(reported["prompt_tokens"])
         completion = int(reported.get("completion_tokens") or 0)
+    elif job.spec.task == "embeddings":
+        enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
+        prompt = sum(len(enc.encode(t, disallowed_special=())) for t in job.spec.texts or [])
+        completion = 0
     else:
         enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
         prompt = tokens.count_chat_tokens((m.content for m in job.spec.messages or []), enc)
@@ -105,16 +109,17 @@ async def call_with_retries(
     except secrets.SecretMissing as exc:
         raise JobFailed("SecretMissing", str(exc), 503) from exc
     retry = flavor.spec.retry
+    provider, params = flavor.spec.provider, job.spec.parameters
     for attempt in range(retry.attempts):
         try:
-            response = await CHAT[flavor.spec.provider](
-                deps.http,
-                endpoint,
-                flavor.spec,
-                api_key,
-                job.spec.messages or [],
-                job.spec.parameters,
-            )
+            if job.spec.task == "embeddings":
+                response = await EMBED[provider](
+                    deps.http, endpoint, flavor.spec, api_key, job.spec.texts or [], params
+                )
+            else:
+                response = await CHAT[provider](
+                    deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], params
+                )
         except ProviderError as exc:
             if not exc.retryable or attempt == retry.attempts - 1:
                 raise

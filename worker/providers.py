@@ -216,3 +216,67 @@ async def ollama_chat(
 
 CHAT = {"openai": openai_chat, "vllm": openai_chat, "ollama": ollama_chat}
 """The chat call of each provider."""
+
+
+def _check_embeddings(resp: httpx.Response, count: int) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = resp.json()
+        vectors = data["data"]
+        assert len(vectors) == count and all(isinstance(v["embedding"], list) for v in vectors)
+    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise _malformed(resp, f"{count} embeddings") from exc
+    return data
+
+
+async def openai_embed(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    spec: FlavorSpec,
+    api_key: str | None,
+    texts: list[str],
+    params: Parameters | None,
+) -> dict[str, Any]:
+    """Embeddings over the OpenAI wire: one vector per text, in order."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body: dict[str, Any] = {"model": spec.model, "input": texts, "encoding_format": "float"}
+    if params is not None and params.dimensions is not None:
+        body["dimensions"] = params.dimensions
+    url = endpoint.rstrip("/") + "/embeddings"
+    resp = await _post(http, url, body, headers, spec.timeout_seconds)
+    return _check_embeddings(resp, len(texts))
+
+
+async def ollama_embed(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    spec: FlavorSpec,
+    api_key: str | None,
+    texts: list[str],
+    params: Parameters | None,
+) -> dict[str, Any]:
+    """Embeddings over Ollama's native /api/embed, answered in the OpenAI shape."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body: dict[str, Any] = {"model": spec.model, "input": texts}
+    if params is not None and params.dimensions is not None:
+        body["dimensions"] = params.dimensions
+    url = endpoint.rstrip("/") + "/api/embed"
+    resp = await _post(http, url, body, headers, spec.timeout_seconds)
+    try:
+        data = resp.json()
+        vectors = data["embeddings"]
+        tokens = int(data.get("prompt_eval_count") or 0)
+        mapped = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+            ],
+            "model": data.get("model") or spec.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _malformed(resp, "an Ollama embed answer") from exc
+    return _check_embeddings(httpx.Response(200, json=mapped), len(texts))
+
+
+EMBED = {"openai": openai_embed, "vllm": openai_embed, "ollama": ollama_embed}
+"""The embeddings call of each provider."""

@@ -21,6 +21,8 @@ import yaml
 
 from llmloom import apitokens
 from llmloom.devstack.cluster import REPO, Cluster
+from llmloom.devstack.embedserver import MODEL_NAME as EMBED_MODEL
+from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.modelserver import MODEL_NAME, ModelServer
 from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
@@ -28,6 +30,7 @@ from llmloom.kube import Kube
 
 TENANT = "demo"
 FLAVOR = "smollm2"
+EMBED_FLAVOR = "minilm"
 
 
 class Stoppable(Protocol):
@@ -50,9 +53,9 @@ def install_crds(cluster: Cluster) -> None:
     )
 
 
-def local_flavor(namespace: str, endpoint: str) -> dict[str, object]:
-    """The example flavor of the local model, pointed at this stack's model server."""
-    doc = yaml.safe_load((REPO / "examples" / "flavor-smollm2-local.yaml").read_text())
+def local_flavor(example: str, namespace: str, endpoint: str) -> dict[str, object]:
+    """An example flavor of a local model, pointed at this stack's server of it."""
+    doc = yaml.safe_load((REPO / "examples" / example).read_text())
     doc["metadata"]["namespace"] = namespace
     doc["spec"]["endpoint"] = endpoint
     result: dict[str, object] = doc
@@ -70,7 +73,9 @@ def create_token(kubeconfig: Path, namespace: str, name: str) -> str:
     return asyncio.run(main())
 
 
-def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
+def run_dev(
+    state: Path, api_port: int = 8000, model_port: int = 8081, embed_port: int = 8082
+) -> None:
     """Run the dev stack in the foreground; stop everything on SIGINT or SIGTERM."""
     state = state.resolve()
     logs = state / "logs"
@@ -94,8 +99,14 @@ def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
         step(f"model server: {MODEL_NAME} on llama.cpp (CPU)")
         model = ModelServer(logs, port=model_port)
         started.append(model)
+        step(f"embedding server: {EMBED_MODEL} on onnxruntime (CPU)")
+        embedder = EmbedServer(logs, port=embed_port)
+        started.append(embedder)
         cluster.kubectl("create", "namespace", TENANT)
-        cluster.apply(local_flavor(TENANT, model.url))
+        cluster.apply(
+            local_flavor("flavor-smollm2-local.yaml", TENANT, model.url),
+            local_flavor("flavor-minilm-local.yaml", TENANT, embedder.url),
+        )
         env = {
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis.url,
@@ -106,7 +117,19 @@ def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
         procs = [
             Proc("operator", [*py, "operator"], logs, env),
             Proc("api", [*py, "api", "--port", str(api_port)], logs, env),
-            Proc("worker", [*py, "worker", "--queue", f"{TENANT}/{FLAVOR}"], logs, env),
+            Proc(
+                "worker",
+                [
+                    *py,
+                    "worker",
+                    "--queue",
+                    f"{TENANT}/{FLAVOR}",
+                    "--queue",
+                    f"{TENANT}/{EMBED_FLAVOR}",
+                ],
+                logs,
+                env,
+            ),
         ]
         started.extend(procs)
         api_url = f"http://127.0.0.1:{api_port}"
@@ -123,7 +146,7 @@ def run_dev(state: Path, api_port: int = 8000, model_port: int = 8081) -> None:
         )
         print(
             f"""
-LLMLoom is running. Tenant namespace: {TENANT}, model: {FLAVOR}
+LLMLoom is running. Tenant namespace: {TENANT}, models: {FLAVOR} (chat), {EMBED_FLAVOR} (embeddings)
   API:        {api_url}/v1
   token:      {token}
   KUBECONFIG: {cluster.kubeconfig}

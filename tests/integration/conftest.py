@@ -23,6 +23,7 @@ import yaml
 
 from llmloom import apitokens
 from llmloom.devstack.cluster import REPO, Cluster
+from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.modelserver import ModelServer
 from llmloom.devstack.procs import Proc, free_port, wait_for
@@ -74,6 +75,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
     server = ModelServer(tmp_path_factory.mktemp("model"), ctx=4096, parallel=2)
     LOG_SOURCES.append(lambda: f"===== model server\n{server.proc.tail(20)}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def embed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbedServer]:
+    server = EmbedServer(tmp_path_factory.mktemp("embed"))
+    LOG_SOURCES.append(lambda: f"===== embedding server\n{server.proc.tail(20)}")
     yield server
     server.stop()
 

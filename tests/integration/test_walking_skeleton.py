@@ -123,10 +123,10 @@ def test_job_naming_a_missing_flavor_fails_with_a_reason(tenant: Tenant, api: Ap
     ("spec", "expected"),
     [
         ({"flavor": "x", "messages": []}, "should have at least 1 items"),
-        ({"flavor": "x"}, "spec.messages is required when task is chat"),
+        ({"flavor": "x"}, "a chat job takes spec.messages (and no spec.texts)"),
         (
             {"flavor": "x", "task": "poetry", "messages": [{"role": "user", "content": "x"}]},
-            'supported values: "chat"',
+            'supported values: "chat", "embeddings"',
         ),
         (
             {
@@ -136,8 +136,12 @@ def test_job_naming_a_missing_flavor_fails_with_a_reason(tenant: Tenant, api: Ap
             },
             "should be less than or equal to 2",
         ),
+        (
+            {"flavor": "x", "task": "embeddings", "messages": [{"role": "user", "content": "x"}]},
+            "an embeddings job takes spec.texts (and no spec.messages)",
+        ),
     ],
-    ids=["empty-messages", "no-messages", "unknown-task", "temperature"],
+    ids=["empty-messages", "no-messages", "unknown-task", "temperature", "embeddings-messages"],
 )
 def test_invalid_jobs_are_rejected_by_the_api_server(
     tenant: Tenant, spec: dict[str, object], expected: str

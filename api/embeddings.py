@@ -1,0 +1,84 @@
+"""POST /v1/embeddings: texts embedded by an LLMJob with task embeddings."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Header, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmloom.api import jobs
+from llmloom.api.deps import ServicesDep, TenantDep
+from llmloom.api.errors import APIError
+from llmloom.resources import LLMJobSpec, Parameters
+
+router = APIRouter()
+MAX_INPUTS = 2048
+
+
+class EmbeddingRequest(BaseModel):
+    """The body of POST /v1/embeddings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts:
+            raise APIError(400, "input must not be empty", param="input")
+        if not all(isinstance(t, str) for t in texts):
+            raise APIError(400, "token arrays are not supported: send the text", param="input")
+        if len(texts) > MAX_INPUTS:
+            raise APIError(400, f"at most {MAX_INPUTS} inputs per request", param="input")
+        return [str(t) for t in texts]
+
+
+def as_base64(vector: list[float]) -> str:
+    """A vector as OpenAI's base64 encoding: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@router.post("/v1/embeddings", response_model=None)
+async def create_embeddings(
+    request: EmbeddingRequest,
+    services: ServicesDep,
+    tenant: TenantDep,
+    wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
+    wait: Annotated[float | None, Query()] = None,
+) -> JSONResponse:
+    """Embed the input; past the wait limit, answer 202 with a task to poll."""
+    texts = request.texts()
+    wait_seconds = jobs.wait_limit(services, wait_header, wait)
+    flavor = await jobs.resolve_flavor(services, tenant, request.model)
+    if "embeddings" not in flavor.spec.capabilities:
+        raise APIError(
+            400,
+            f"The model '{request.model}' does not do embeddings.",
+            param="model",
+            code="model_not_supported",
+        )
+    params = Parameters(dimensions=request.dimensions) if request.dimensions else None
+    spec = LLMJobSpec(
+        flavor=flavor.metadata.name, task="embeddings", texts=texts, parameters=params
+    )
+    job = await jobs.submit(services, tenant, flavor, spec, prefix="embed-")
+
+    def shape(response: dict[str, Any]) -> dict[str, Any]:
+        if request.encoding_format == "float":
+            return response
+        data = [{**d, "embedding": as_base64(d["embedding"])} for d in response["data"]]
+        return {**response, "data": data}
+
+    return await jobs.respond(services, job, wait_seconds, shape)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)
