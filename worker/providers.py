@@ -107,8 +107,17 @@ def chat_body(
 
 
 async def _post(
-    http: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], seconds: float
+    http: httpx.AsyncClient,
+    endpoint: str,
+    path: str,
+    body: dict[str, Any],
+    api_key: str | None,
+    seconds: float,
 ) -> httpx.Response:
+    """POST to the provider, with its key; transport failures and error answers raised
+    as classified ProviderErrors."""
+    url = endpoint.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         resp = await http.post(url, json=body, headers=headers, timeout=seconds)
     except httpx.TimeoutException as exc:
@@ -139,9 +148,8 @@ async def openai_chat(
     Returns:
         The provider's response body, an OpenAI ChatCompletion.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = endpoint.rstrip("/") + "/chat/completions"
-    resp = await _post(http, url, chat_body(spec, messages, params), headers, spec.timeout_seconds)
+    body = chat_body(spec, messages, params)
+    resp = await _post(http, endpoint, "/chat/completions", body, api_key, spec.timeout_seconds)
     try:
         data: dict[str, Any] = resp.json()
         data["choices"][0]["message"]
@@ -203,11 +211,8 @@ async def ollama_chat(
     params: Parameters | None,
 ) -> dict[str, Any]:
     """One chat completion over Ollama's native API, answered as an OpenAI ChatCompletion."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = endpoint.rstrip("/") + "/api/chat"
-    resp = await _post(
-        http, url, ollama_body(spec, messages, params), headers, spec.timeout_seconds
-    )
+    body = ollama_body(spec, messages, params)
+    resp = await _post(http, endpoint, "/api/chat", body, api_key, spec.timeout_seconds)
     try:
         return from_ollama(resp.json(), spec.model)
     except (ValueError, KeyError, TypeError) as exc:
@@ -228,6 +233,14 @@ def _check_embeddings(resp: httpx.Response, count: int) -> dict[str, Any]:
     return data
 
 
+def embed_body(spec: FlavorSpec, texts: list[str], params: Parameters | None) -> dict[str, Any]:
+    """The embeddings request body both wires share."""
+    body: dict[str, Any] = {"model": spec.model, "input": texts}
+    if params is not None and params.dimensions is not None:
+        body["dimensions"] = params.dimensions
+    return body
+
+
 async def openai_embed(
     http: httpx.AsyncClient,
     endpoint: str,
@@ -237,12 +250,8 @@ async def openai_embed(
     params: Parameters | None,
 ) -> dict[str, Any]:
     """Embeddings over the OpenAI wire: one vector per text, in order."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    body: dict[str, Any] = {"model": spec.model, "input": texts, "encoding_format": "float"}
-    if params is not None and params.dimensions is not None:
-        body["dimensions"] = params.dimensions
-    url = endpoint.rstrip("/") + "/embeddings"
-    resp = await _post(http, url, body, headers, spec.timeout_seconds)
+    body = {**embed_body(spec, texts, params), "encoding_format": "float"}
+    resp = await _post(http, endpoint, "/embeddings", body, api_key, spec.timeout_seconds)
     return _check_embeddings(resp, len(texts))
 
 
@@ -255,12 +264,8 @@ async def ollama_embed(
     params: Parameters | None,
 ) -> dict[str, Any]:
     """Embeddings over Ollama's native /api/embed, answered in the OpenAI shape."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    body: dict[str, Any] = {"model": spec.model, "input": texts}
-    if params is not None and params.dimensions is not None:
-        body["dimensions"] = params.dimensions
-    url = endpoint.rstrip("/") + "/api/embed"
-    resp = await _post(http, url, body, headers, spec.timeout_seconds)
+    body = embed_body(spec, texts, params)
+    resp = await _post(http, endpoint, "/api/embed", body, api_key, spec.timeout_seconds)
     try:
         data = resp.json()
         vectors = data["embeddings"]

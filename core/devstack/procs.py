@@ -7,10 +7,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -92,3 +95,44 @@ class Proc:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(10)
+
+
+class ServerProcess:
+    """A Python module serving HTTP on a loopback port as a child process; ready once
+    its ``/health`` answers 200. Subclasses name the module."""
+
+    name = "server"
+    module = ""
+
+    def __init__(
+        self, log_dir: Path, port: int | None = None, args: Sequence[str] = (), timeout: float = 60
+    ) -> None:
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-P", "-m", self.module, "--port", str(self.port), *args]
+        self.proc = Proc(self.name, cmd, log_dir)
+
+        def healthy() -> bool:
+            self.proc.check_alive()
+            return httpx.get(f"{self.base}/health", timeout=2).status_code == 200
+
+        wait_for(healthy, timeout, f"the {self.name}")
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL of the server."""
+        return f"{self.base}/v1"
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def serve_asgi(app: Callable[[], Any], description: str | None) -> None:
+    """``python -m <module> --port N``: serve an ASGI app on loopback until killed."""
+    import argparse
+
+    import uvicorn
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--port", type=int, required=True)
+    uvicorn.run(app(), host="127.0.0.1", port=ap.parse_args().port, log_level="warning")

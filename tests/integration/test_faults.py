@@ -51,7 +51,7 @@ def test_passing_errors_are_retried(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
     key = uuid.uuid4().hex
-    flaky = flavor(tenant, "flaky", fault_server.url(f"flaky/{key}/2"), **FAST_RETRY)
+    flaky = flavor(tenant, "flaky", fault_server.endpoint(f"flaky/{key}/2"), **FAST_RETRY)
     start_worker(f"{tenant.namespace}/{flaky}")
     status = run(tenant, "persistent", flaky)
     assert status["flavorUsed"] == "flaky" and status["attempts"] == 1
@@ -62,7 +62,7 @@ def test_retry_after_is_honoured(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
     key = uuid.uuid4().hex
-    limited = flavor(tenant, "limited", fault_server.url(f"limited/{key}/2"), **FAST_RETRY)
+    limited = flavor(tenant, "limited", fault_server.endpoint(f"limited/{key}/2"), **FAST_RETRY)
     start_worker(f"{tenant.namespace}/{limited}")
     started = time.monotonic()
     run(tenant, "patient", limited)
@@ -73,9 +73,13 @@ def test_retry_after_is_honoured(
 def test_failover_after_retries(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
-    flavor(tenant, "backup", fault_server.url())
+    flavor(tenant, "backup", fault_server.endpoint())
     down = flavor(
-        tenant, "down", fault_server.url("status/503"), failoverFlavors=["backup"], **FAST_RETRY
+        tenant,
+        "down",
+        fault_server.endpoint("status/503"),
+        failoverFlavors=["backup"],
+        **FAST_RETRY,
     )
     start_worker(f"{tenant.namespace}/{down}")
     status = run(tenant, "resilient", down)
@@ -85,7 +89,7 @@ def test_failover_after_retries(
 def test_without_failover_the_job_fails_with_the_providers_reason(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
-    down = flavor(tenant, "down", fault_server.url("status/503"), **FAST_RETRY)
+    down = flavor(tenant, "down", fault_server.endpoint("status/503"), **FAST_RETRY)
     start_worker(f"{tenant.namespace}/{down}")
     cond = failed(run(tenant, "unlucky", down, "Failed"))
     assert cond["reason"] == "ProviderUnavailable"
@@ -95,11 +99,11 @@ def test_without_failover_the_job_fails_with_the_providers_reason(
 def test_errors_retrying_cannot_fix_fail_at_once(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
-    flavor(tenant, "backup", fault_server.url())
+    flavor(tenant, "backup", fault_server.endpoint())
     locked = flavor(
         tenant,
         "locked",
-        fault_server.url("status/401"),
+        fault_server.endpoint("status/401"),
         failoverFlavors=["backup"],
         retry={"attempts": 5, "minDelaySeconds": 5, "maxDelaySeconds": 5},
     )
@@ -113,11 +117,11 @@ def test_errors_retrying_cannot_fix_fail_at_once(
 def test_context_overflow_falls_back_to_a_bigger_model(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
-    flavor(tenant, "big", fault_server.url())
-    small = flavor(tenant, "small", fault_server.url("context/16"), fallbackFlavor="big")
+    flavor(tenant, "big", fault_server.endpoint())
+    small = flavor(tenant, "small", fault_server.endpoint("context/16"), fallbackFlavor="big")
     start_worker(f"{tenant.namespace}/{small}")
     assert run(tenant, "long-prompt", small)["flavorUsed"] == "big"
-    tiny = flavor(tenant, "tiny", fault_server.url("context/16"))
+    tiny = flavor(tenant, "tiny", fault_server.endpoint("context/16"))
     start_worker(f"{tenant.namespace}/{tiny}")
     cond = failed(run(tenant, "too-long", tiny, "Failed"))
     assert cond["reason"] == "ContextLengthExceeded" and "maximum context length" in cond["message"]
@@ -129,7 +133,7 @@ def test_cost_follows_the_pricing_of_the_flavor_that_answered(
     priced = flavor(
         tenant,
         "priced",
-        fault_server.url(),
+        fault_server.endpoint(),
         pricing={"promptPerMillion": 2.5, "completionPerMillion": 10},
     )
     start_worker(f"{tenant.namespace}/{priced}")

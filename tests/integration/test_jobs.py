@@ -48,7 +48,7 @@ def condition(tenant: Tenant, name: str, ctype: str) -> dict[str, Any]:
 def echo_flavor(
     tenant: Tenant, faults: FaultServer, name: str = "echo", behaviour: str = ""
 ) -> str:
-    apply(tenant, flavor_manifest(name, faults.url(behaviour), model="echo"))
+    apply(tenant, flavor_manifest(name, faults.endpoint(behaviour), model="echo"))
     return name
 
 

@@ -44,13 +44,15 @@ def test_state_changes_are_events(
         "apply",
         "-f",
         "-",
-        input=yaml.safe_dump(flavor_manifest("echo", fault_server.url(), "echo")),
+        input=yaml.safe_dump(flavor_manifest("echo", fault_server.endpoint(), "echo")),
     )
     tenant.kubectl(
         "apply",
         "-f",
         "-",
-        input=yaml.safe_dump(flavor_manifest("broken", fault_server.url("status/401"), "echo")),
+        input=yaml.safe_dump(
+            flavor_manifest("broken", fault_server.endpoint("status/401"), "echo")
+        ),
     )
     start_worker(f"{tenant.namespace}/echo")
     start_worker(f"{tenant.namespace}/broken")
@@ -80,7 +82,7 @@ def test_operator_metrics(
         "apply",
         "-f",
         "-",
-        input=yaml.safe_dump(flavor_manifest("echo", fault_server.url(), "echo")),
+        input=yaml.safe_dump(flavor_manifest("echo", fault_server.endpoint(), "echo")),
     )
     start_worker(f"{tenant.namespace}/echo")
     tenant.kubectl("apply", "-f", "-", input=job("counted", "echo"))
