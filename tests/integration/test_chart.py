@@ -13,6 +13,9 @@ import yaml
 
 from llmloom.devstack.cluster import REPO, Cluster
 from llmloom.devstack.procs import wait_for
+from llmloom.devstack.redisserver import RedisServer
+from llmloom.operator.runner import OperatorThread
+from llmloom.settings import OperatorSettings
 
 from .conftest import Tenant
 
@@ -145,6 +148,36 @@ def test_install_upgrade_uninstall(bare_cluster: Cluster, tmp_path: Path) -> Non
     assert can("create", "deployments", "-n", "team-a") == "yes"
     assert can("delete", "secrets", "-n", "team-a") == "no"
     assert can("create", "pods", "-n", "team-a") == "no"
+
+    # The operator, run (as a local process, in place of its pod) with the token of the
+    # chart's account, takes the flavor from values onto the GPU node.
+    redis = RedisServer(tmp_path / "redis")
+    operator = OperatorThread(
+        OperatorSettings(
+            redis_url=redis.url,
+            metrics_port=0,
+            flavor_resync_seconds=1,
+            kubeconfig=str(c.service_account_kubeconfig("llmloom-system", "llmloom-operator")),
+        )
+    ).start()
+    try:
+        c.kubectl(
+            "wait",
+            "-n",
+            "team-a",
+            "flavor/qwen-7b",
+            "--for=jsonpath={.status.replicas.desired}=0",
+            "--timeout=30s",
+        )  # min 0: scaled to zero, and Ready
+        c.kubectl(
+            "wait", "-n", "team-a", "flavor/qwen-7b", "--for=condition=Ready", "--timeout=30s"
+        )
+        assert c.kubectl(
+            "get", "deployment", "qwen-7b", "-n", "team-a", "-o", "name"
+        ).stdout.strip()
+    finally:
+        operator.stop()
+        redis.stop()
 
     # An upgrade that changes a CRD reaches the cluster (CRDs are templates, not crds/).
     chart = tmp_path / "chart"
