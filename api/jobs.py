@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from llmloom import API_VERSION, conditions, queues, results
 from llmloom.api.errors import APIError
+from llmloom.api.observability import PROVIDER_MS
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
 from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
@@ -100,6 +101,10 @@ async def respond(
             "location": location,
         }
         return JSONResponse(body, 202, headers={**headers, "Location": location})
+    if outcome.usage is not None and outcome.flavor is not None:
+        services.metrics.count_tokens(job.metadata.namespace, outcome.flavor, outcome.usage)
+    if outcome.provider_ms is not None:
+        headers[PROVIDER_MS] = str(outcome.provider_ms)
     response = raise_for_outcome(outcome)
     return JSONResponse(shape(response) if shape else response, headers=headers)
 

@@ -1,4 +1,4 @@
-"""Assembles the FastAPI app: services, error envelope, routers."""
+"""Assembles the FastAPI app: services, error envelope, observability, routers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from llmloom import __version__, tokens
-from llmloom.api import chat, embeddings, errors, models, tasks
+from llmloom.api import chat, embeddings, errors, health, models, observability, tasks
+from llmloom.api.observability import ApiMetrics
 from llmloom.api.services import Services
 from llmloom.settings import ApiSettings
 
@@ -19,21 +20,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tokens.prepare_offline_cache()
-        app.state.services = await Services.start(settings)
+        app.state.services = await Services.start(settings, metrics)
         try:
             yield
         finally:
             await app.state.services.close()
 
+    metrics = ApiMetrics()
     app = FastAPI(title="LLMLoom", version=__version__, lifespan=lifespan)
     errors.install(app)
-    chat.attach_router(app)
-    tasks.attach_router(app)
-    models.attach_router(app)
-    embeddings.attach_router(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    observability.install(app, metrics, settings.max_body_bytes)
+    for module in (health, chat, embeddings, models, tasks):
+        module.attach_router(app)
     return app

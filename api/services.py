@@ -8,6 +8,7 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from llmloom.api.auth import TokenAuth
+from llmloom.api.observability import ApiMetrics
 from llmloom.api.waiter import ResultWaiter
 from llmloom.kube import Kube
 from llmloom.settings import ApiSettings
@@ -23,9 +24,10 @@ class Services:
     sync_redis: SyncRedis  # RQ's enqueue is synchronous; it runs in a thread
     waiter: ResultWaiter
     auth: TokenAuth
+    metrics: ApiMetrics
 
     @classmethod
-    async def start(cls, settings: ApiSettings) -> Services:
+    async def start(cls, settings: ApiSettings, metrics: ApiMetrics) -> Services:
         kube = Kube.connect(settings.kubeconfig)
         redis = Redis.from_url(settings.redis_url)
         waiter = ResultWaiter(redis)
@@ -37,6 +39,7 @@ class Services:
             sync_redis=SyncRedis.from_url(settings.redis_url),
             waiter=waiter,
             auth=TokenAuth(kube, settings.token_cache_seconds),
+            metrics=metrics,
         )
 
     async def close(self) -> None:

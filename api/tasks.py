@@ -41,5 +41,22 @@ async def get_task(
     return jobs.task_info(obj, outcome)
 
 
+@router.delete("/v1/tasks/{task_id}")
+async def cancel_task(task_id: str, services: ServicesDep, tenant: TenantDep) -> TaskInfo:
+    """Cancel a task: its LLMJob is deleted, and a worker running it stops."""
+    try:
+        obj = await services.kube.get(LLMJOBS, tenant, task_id)
+        await services.kube.delete(LLMJOBS, tenant, task_id)
+    except KubeError as exc:
+        if exc.code == 404:
+            raise APIError(
+                404, f"No task found with id '{task_id}'.", param="task_id", code="task_not_found"
+            ) from exc
+        raise
+    info = jobs.task_info(obj, None)
+    info.status = "cancelled"
+    return info
+
+
 def attach_router(app: FastAPI) -> None:
     app.include_router(router)

@@ -36,6 +36,12 @@ class Outcome(BaseModel):
     ok: bool
     response: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    flavor: str | None = None
+    """The flavor that answered."""
+    usage: dict[str, Any] | None = None
+    """Tokens spent, as in the job's status.usage."""
+    provider_ms: float | None = None
+    """Time the answering provider call took: the rest of a request's time is LLMLoom's."""
 
 
 def result_key(uid: str, version: int) -> str:

@@ -83,6 +83,8 @@ class ApiSettings(CommonSettings):
     """How long a request waits for its result before answering 202 with a task id."""
     max_wait_seconds: float = Field(default=600.0, ge=0)
     """Upper bound on the wait a client may ask for."""
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones are answered 413."""
     token_cache_seconds: float = Field(default=30.0, ge=0)
     """How long a verified API token is trusted before it is looked up again
     (a revoked token stops working within this time)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ class Answer:
     response: dict[str, Any]
     usage: Usage
     flavor: str
+    provider_ms: float
+    """How long the call that answered took."""
 
 
 def backoff(retry: Retry, attempt: int, retry_after: float | None) -> float:
@@ -102,8 +105,12 @@ def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
 
 async def call_with_retries(
     deps: Deps, flavor: Flavor, endpoint: str, job: LLMJob
-) -> dict[str, Any]:
-    """One flavor, retried within its ``retry`` on errors that may pass."""
+) -> tuple[dict[str, Any], float]:
+    """One flavor, retried within its ``retry`` on errors that may pass.
+
+    Returns:
+        The response, and how long the call that gave it took (ms).
+    """
     try:
         api_key = await secrets.api_key(deps.kube, flavor)
     except secrets.SecretMissing as exc:
@@ -111,6 +118,7 @@ async def call_with_retries(
     retry = flavor.spec.retry
     provider, params = flavor.spec.provider, job.spec.parameters
     for attempt in range(retry.attempts):
+        started = time.monotonic()
         try:
             if job.spec.task == "embeddings":
                 response = await EMBED[provider](
@@ -131,7 +139,7 @@ async def call_with_retries(
         else:
             if response.get("model") in (None, "", "-"):  # llama.cpp leaves it blank
                 response["model"] = flavor.spec.model
-            return response
+            return response, (time.monotonic() - started) * 1000
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -146,8 +154,8 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
         flavor, is_primary = chain.pop(0)
         try:
             endpoint = endpoint_of(deps, flavor, is_primary)
-            response = await call_with_retries(deps, flavor, endpoint, job)
-            return Answer(response, usage_of(response, job, flavor), flavor.metadata.name)
+            response, ms = await call_with_retries(deps, flavor, endpoint, job)
+            return Answer(response, usage_of(response, job, flavor), flavor.metadata.name, ms)
         except ProviderError as exc:
             if exc.reason == "ContextLengthExceeded":
                 if flavor.spec.fallback_flavor and not fell_back:

@@ -89,7 +89,14 @@ async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | No
         )
     except JobFailed as exc:
         return _failure(exc.reason, exc.message, exc.status_code), None, None
-    return results.Outcome(ok=True, response=got.response), got.usage, got.flavor
+    outcome = results.Outcome(
+        ok=True,
+        response=got.response,
+        flavor=got.flavor,
+        usage=got.usage.wire(),
+        provider_ms=round(got.provider_ms, 1),
+    )
+    return outcome, got.usage, got.flavor
 
 
 def _failure(reason: str, message: str, status_code: int) -> results.Outcome:

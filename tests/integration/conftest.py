@@ -35,6 +35,7 @@ from llmloom.settings import OperatorSettings
 
 LOG_SOURCES: list[Callable[[], str]] = []
 PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+MAX_BODY_BYTES = 1_000_000
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -172,6 +173,7 @@ def api(
         "LLMLOOM_REDIS_URL": redis_server.url,
         "LLMLOOM_KUBECONFIG": str(identities.api),
         "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
+        "LLMLOOM_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
     }
     proc = Proc("api", [*PY, "api", "--port", str(port)], tmp_path_factory.mktemp("api"), env)
     LOG_SOURCES.append(lambda: f"===== api\n{proc.tail(40)}")

@@ -1,0 +1,45 @@
+"""/healthz (the process answers), /readyz (Redis and the API server answer), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from llmloom.api.deps import ServicesDep
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready when both Redis and the API server answer."""
+    checks: dict[str, str] = {}
+    try:
+        await services.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"failing: {exc}"
+    try:
+        resp = await services.kube.http.get("/version", timeout=5)
+        checks["kubernetes"] = "ok" if resp.is_success else f"failing: HTTP {resp.status_code}"
+    except Exception as exc:
+        checks["kubernetes"] = f"failing: {exc!r}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "failing", "checks": checks}, 200 if ready else 503
+    )
+
+
+@router.get("/metrics")
+async def metrics(services: ServicesDep) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)
