@@ -217,3 +217,28 @@ def test_scale_follows_the_queue_from_zero_and_back(
         "scale back to zero after the delay",
     )
     wait_for(lambda: pods(tenant, "burst") == [], 60, "the pods to go")
+
+
+def test_kubectl_scale_sets_the_floor(tenant: Tenant, api: object) -> None:
+    apply(tenant, gpu_flavor("floor", replicas={"min": 0, "max": 3}))
+    wait_reason(tenant, "floor", "ScaledToZero")
+    tenant.kubectl("scale", "flavor", "floor", "--replicas=2")
+    assert tenant.get("flavor", "floor")["spec"]["deploy"]["replicas"] == {"min": 2, "max": 3}
+    wait_for(
+        lambda: tenant.get("flavor", "floor")["status"]["replicas"]["ready"] == 2,
+        60,
+        "two ready model-server pods",
+    )
+    scale = json.loads(
+        tenant.kubectl(
+            "get",
+            "--raw",
+            f"/apis/llmloom.io/v1alpha1/namespaces/{tenant.namespace}/flavors/floor/scale",
+        )
+    )
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2
+    assert scale["status"]["selector"] == "llmloom.io/flavor=floor"
+    bad = tenant.cluster.kubectl(
+        "scale", "flavor", "floor", "--replicas=5", "-n", tenant.namespace, check=False
+    )
+    assert bad.returncode != 0 and "replicas.min must not exceed replicas.max" in bad.stderr
