@@ -1,17 +1,22 @@
-"""POST /v1/chat/completions: a chat request as an LLMJob, answered when it finishes."""
+"""POST /v1/chat/completions: a chat request as an LLMJob, answered when it finishes
+(or streamed as server-sent events while the model writes)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response, StreamingResponse
 
+from llmloom import streams
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError
 from llmloom.api.protocol import ChatCompletionRequest
-from llmloom.resources import LLMJobSpec
+from llmloom.api.services import Services
+from llmloom.resources import LLMJob, LLMJobSpec
 
 router = APIRouter()
 
@@ -23,7 +28,7 @@ async def create_chat_completion(
     tenant: TenantDep,
     wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
     wait: Annotated[float | None, Query()] = None,
-) -> JSONResponse:
+) -> Response:
     """Create a chat completion; past the wait limit, answer 202 with a task to poll."""
     wait_seconds = jobs.wait_limit(services, wait_header, wait)
     flavor = await jobs.resolve_flavor(services, tenant, request.model)
@@ -39,9 +44,56 @@ async def create_chat_completion(
         task="chat",
         messages=[m.to_resource() for m in request.messages],
         parameters=request.parameters(),
+        stream=request.stream,
     )
     job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-")
+    if request.stream:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        events = relay(services, job, include_usage)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={jobs.TASK_HEADER: job.metadata.name}
+        )
     return await jobs.respond(services, job, wait_seconds)
+
+
+def _sse(data: object) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+async def relay(services: Services, job: LLMJob, include_usage: bool) -> AsyncIterator[bytes]:
+    """The job's deltas as server-sent events, as OpenAI streams them, ending with [DONE]."""
+    key = streams.stream_key(job.metadata.uid, job.metadata.generation)
+    idle = services.settings.max_wait_seconds
+    async for kind, item in streams.read(services.redis, key, idle):
+        if kind == "chunk" and item is not None:
+            if not include_usage:
+                if not item.get("choices"):
+                    continue  # the usage chunk the client did not ask for
+                item = {k: v for k, v in item.items() if k != "usage"}
+            yield _sse(item)
+        elif kind == "end" and item:
+            yield _sse(
+                {
+                    "error": {
+                        "message": item.get("message", "the job failed"),
+                        "type": item.get("type", "upstream_error"),
+                        "param": None,
+                        "code": item.get("reason"),
+                    }
+                }
+            )
+        elif kind == "idle":
+            yield _sse(
+                {
+                    "error": {
+                        "message": f"no answer within {idle:g}s",
+                        "type": "timeout",
+                        "param": None,
+                        "code": "timeout",
+                    }
+                }
+            )
+    yield _sse("[DONE]")
 
 
 def attach_router(app: FastAPI) -> None:

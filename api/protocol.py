@@ -24,6 +24,15 @@ class ChatMessage(BaseModel):
         return Message(role=role, content=self.content, name=self.name)
 
 
+class StreamOptions(BaseModel):
+    """Options of a streamed answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+    """Send the token usage in a last chunk with no choices."""
+
+
 class ChatCompletionRequest(BaseModel):
     """The body of POST /v1/chat/completions (the fields LLMLoom honours)."""
 
@@ -39,6 +48,7 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     n: int = 1
     stream: bool = False
+    stream_options: StreamOptions | None = None
     user: str | None = None
 
     @field_validator("n")
@@ -47,13 +57,6 @@ class ChatCompletionRequest(BaseModel):
         if n != 1:
             raise ValueError("only n=1 is supported")
         return n
-
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, stream: bool) -> bool:
-        if stream:
-            raise ValueError("streaming is not supported yet: send stream=false")
-        return stream
 
     def parameters(self) -> Parameters | None:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop

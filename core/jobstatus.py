@@ -18,7 +18,15 @@ def mark_running() -> Callable[[dict[str, Any]], None]:
     """A worker started an attempt."""
 
     def apply(status: dict[str, Any]) -> None:
-        status["state"] = conditions.job_state(status.get("conditions", []), running=True)
+        conds = status.get("conditions", [])
+        if conditions.is_true(conds, conditions.SUSPENDED):
+            # A worker only starts a version whose spec is not suspended; the operator
+            # may not have recorded the resumption yet.
+            conds = conditions.set_condition(
+                conds, conditions.SUSPENDED, "False", "Resumed", "spec.suspend is false"
+            )
+            status["conditions"] = conds
+        status["state"] = conditions.job_state(conds, running=True)
         status.setdefault("startTime", conditions.now())
         status["attempts"] = int(status.get("attempts") or 0) + 1
         status["message"] = "running"

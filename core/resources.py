@@ -398,6 +398,9 @@ class LLMJobSpec(Model):
     """The texts to embed (task embeddings), one vector each, in order."""
     parameters: Parameters | None = None
     """Sampling parameters."""
+    stream: bool = False
+    """Publish the answer's deltas as the model produces them (the API relays them as
+    server-sent events); the stored result is still the whole answer."""
     priority: int = Field(default=0, ge=-1000, le=1000)
     """Above 0: taken before every normal job of the flavor; below 0: after them."""
     suspend: bool = False

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from llmloom import secrets, tokens
+from llmloom import secrets, streams, tokens
 from llmloom.kube import FLAVORS, KubeError
 from llmloom.resources import Flavor, LLMJob, Retry, Usage
 from llmloom.worker.deps import Deps, JobFailed
-from llmloom.worker.providers import CHAT, EMBED, ProviderError
+from llmloom.worker.providers import CHAT, CHAT_STREAM, EMBED, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,14 @@ async def call_with_retries(
         raise JobFailed("SecretMissing", str(exc), 503) from exc
     retry = flavor.spec.retry
     provider, params = flavor.spec.provider, job.spec.parameters
+    key = streams.stream_key(job.metadata.uid, job.metadata.generation)
+    sent = 0
+
+    async def emit(chunk: dict[str, Any]) -> None:
+        nonlocal sent
+        sent += 1
+        await streams.publish(deps.redis, key, chunk)
+
     for attempt in range(retry.attempts):
         started = time.monotonic()
         try:
@@ -124,11 +132,22 @@ async def call_with_retries(
                 response = await EMBED[provider](
                     deps.http, endpoint, flavor.spec, api_key, job.spec.texts or [], params
                 )
+            elif job.spec.stream:
+                response = await CHAT_STREAM[provider](
+                    deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], params, emit
+                )
             else:
                 response = await CHAT[provider](
                     deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], params
                 )
         except ProviderError as exc:
+            if sent:  # the client has part of an answer: another call cannot continue it
+                raise ProviderError(
+                    exc.reason,
+                    f"{exc.message} (after {sent} streamed chunks)",
+                    retryable=False,
+                    status=exc.status,
+                ) from exc
             if not exc.retryable or attempt == retry.attempts - 1:
                 raise
             delay = backoff(retry, attempt, exc.retry_after)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmloom import conditions, events, jobstatus, queues, results
+from llmloom import conditions, events, jobstatus, queues, results, streams
 from llmloom.kube import LLMJOBS, KubeError, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
@@ -145,15 +145,24 @@ async def _process(deps: Deps, ref: JobRef) -> str:
     attempt = asyncio.create_task(_attempt(deps, job))
     watcher = asyncio.create_task(watch_for_cancel(deps, ref))
     await asyncio.wait({attempt, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    key = streams.stream_key(ref.uid, ref.generation)
     if not attempt.done():
         attempt.cancel()  # stops the provider call: the job was deleted, edited or suspended
         log.info("job %s/%s stopped: %s", ref.namespace, ref.name, watcher.result())
+        if job.spec.stream:
+            await streams.finish(
+                deps.redis,
+                key,
+                {"reason": "Cancelled", "message": f"the job was {watcher.result()}"},
+            )
         return f"cancelled-{watcher.result()}"
     watcher.cancel()
     outcome, usage, used = attempt.result()
     stored, nbytes = await results.store(
         deps.redis, ref.uid, ref.generation, outcome, deps.settings.result_ttl_seconds
     )
+    if job.spec.stream:
+        await streams.finish(deps.redis, key, stored.error.model_dump() if stored.error else None)
     await update_status(deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, used))
     if stored.ok:
         tokens_used = usage.total_tokens if usage else 0

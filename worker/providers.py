@@ -8,8 +8,10 @@ trying again could help.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -285,3 +287,160 @@ async def ollama_embed(
 
 EMBED = {"openai": openai_embed, "vllm": openai_embed, "ollama": ollama_embed}
 """The embeddings call of each provider."""
+
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+"""Publishes one chat.completion.chunk as it arrives."""
+
+
+def _assembled(
+    first: dict[str, Any] | None,
+    model: str,
+    content: list[str],
+    finish: str | None,
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The chat completion that a stream of chunks amounts to."""
+    answer: dict[str, Any] = {
+        "id": (first or {}).get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": (first or {}).get("created") or int(time.time()),
+        "model": (first or {}).get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(content)},
+                "finish_reason": finish or "stop",
+            }
+        ],
+    }
+    if usage:
+        answer["usage"] = usage
+    return answer
+
+
+async def _stream_lines(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    path: str,
+    body: dict[str, Any],
+    api_key: str | None,
+    seconds: float,
+) -> AsyncIterator[str]:
+    url = endpoint.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with http.stream("POST", url, json=body, headers=headers, timeout=seconds) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise classify(resp)
+            async for line in resp.aiter_lines():
+                if line.strip():
+                    yield line
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
+
+
+async def openai_chat_stream(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    spec: FlavorSpec,
+    api_key: str | None,
+    messages: list[Message],
+    params: Parameters | None,
+    emit: Emit,
+) -> dict[str, Any]:
+    """A chat completion streamed over the OpenAI wire (server-sent events); each chunk is
+    emitted as it comes, and the whole answer returned."""
+    body = {
+        **chat_body(spec, messages, params),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    first: dict[str, Any] | None = None
+    content: list[str] = []
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    async for line in _stream_lines(
+        http, endpoint, "/chat/completions", body, api_key, spec.timeout_seconds
+    ):
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise ProviderError(
+                "MalformedResponse", f"not a chunk: {data[:300]}", retryable=True
+            ) from exc
+        first = first or chunk
+        for choice in chunk.get("choices") or []:
+            content.append((choice.get("delta") or {}).get("content") or "")
+            finish = choice.get("finish_reason") or finish
+        usage = chunk.get("usage") or usage
+        await emit(chunk)
+    return _assembled(first, spec.model, content, finish, usage)
+
+
+async def ollama_chat_stream(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    spec: FlavorSpec,
+    api_key: str | None,
+    messages: list[Message],
+    params: Parameters | None,
+    emit: Emit,
+) -> dict[str, Any]:
+    """A chat completion streamed over Ollama's native API (NDJSON), emitted as OpenAI chunks."""
+    body = {**ollama_body(spec, messages, params), "stream": True}
+    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    content: list[str] = []
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    async for line in _stream_lines(
+        http, endpoint, "/api/chat", body, api_key, spec.timeout_seconds
+    ):
+        try:
+            part = json.loads(line)
+            text = (part.get("message") or {}).get("content") or ""
+        except (ValueError, AttributeError) as exc:
+            raise ProviderError(
+                "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
+            ) from exc
+        if part.get("done"):
+            finish = "length" if part.get("done_reason") == "length" else "stop"
+            prompt, completion = (
+                int(part.get("prompt_eval_count") or 0),
+                int(part.get("eval_count") or 0),
+            )
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+        content.append(text)
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": spec.model,
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+        }
+        await emit(chunk)
+        if usage:
+            await emit({**chunk, "choices": [], "usage": usage})
+    return _assembled({"id": ident, "created": created}, spec.model, content, finish, usage)
+
+
+CHAT_STREAM = {
+    "openai": openai_chat_stream,
+    "vllm": openai_chat_stream,
+    "ollama": ollama_chat_stream,
+}
+"""The streaming chat call of each provider."""

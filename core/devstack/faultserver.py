@@ -16,12 +16,14 @@ It stands in for the model server, never for Kubernetes or Redis.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from llmloom.devstack.procs import ServerProcess, serve_asgi
 
@@ -50,6 +52,20 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
             "total_tokens": prompt + completion_tokens,
         },
     }
+
+
+async def stream(answer: dict[str, Any]) -> AsyncIterator[bytes]:
+    """An answer as OpenAI streams it: a chunk per word, then usage, then [DONE]."""
+    words = answer["choices"][0]["message"]["content"].split(" ")
+    base = {k: answer[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    for i, word in enumerate(words):
+        last = i == len(words) - 1
+        delta = {"content": word if i == 0 else " " + word}
+        choice = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
+        yield f"data: {json.dumps(base | {'choices': [choice]})}\n\n".encode()
+        await asyncio.sleep(0.01)
+    yield f"data: {json.dumps(base | {'choices': [], 'usage': answer['usage']})}\n\n".encode()
+    yield b"data: [DONE]\n\n"
 
 
 def app() -> FastAPI:
@@ -81,9 +97,12 @@ def app() -> FastAPI:
         """How many chat calls a flaky or limited endpoint received."""
         return {"calls": calls.get(key, 0)}
 
-    @api.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
-        return completion(await request.json())
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> StreamingResponse | dict[str, Any]:
+        body = await request.json()
+        if body.get("stream"):
+            return StreamingResponse(stream(completion(body)), media_type="text/event-stream")
+        return completion(body)
 
     @api.post("/delay/{seconds}/v1/chat/completions")
     async def slow_chat(seconds: float, request: Request) -> dict[str, Any]:

@@ -105,3 +105,23 @@ def test_cost_from_the_flavors_pricing() -> None:
         "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200},
     }
     assert usage_of(resp, _job(), flavor).cost == (1000 * 3 + 200 * 15) / 1e6
+
+
+def test_running_a_resumed_job_ends_its_suspension() -> None:
+    status: dict[str, Any] = {
+        "conditions": [
+            {
+                "type": "Suspended",
+                "status": "True",
+                "reason": "Suspended",
+                "message": "",
+                "lastTransitionTime": "t",
+            }
+        ]
+    }
+    mark_running()(status)
+    assert status["state"] == "Running"
+    assert (
+        status["conditions"][0]["status"] == "False"
+        and status["conditions"][0]["reason"] == "Resumed"
+    )
