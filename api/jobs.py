@@ -44,18 +44,24 @@ async def resolve_flavor(services: Services, namespace: str, model: str) -> Flav
 
 
 async def submit(
-    services: Services, namespace: str, flavor: Flavor, spec: LLMJobSpec, prefix: str
+    services: Services,
+    namespace: str,
+    flavor: Flavor,
+    spec: LLMJobSpec,
+    prefix: str,
+    name: str | None = None,
 ) -> LLMJob:
-    """Create the LLMJob and put it on its flavor's queue."""
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "LLMJob",
-        "metadata": {"generateName": prefix, "labels": {ORIGIN_LABEL: "api"}},
-        "spec": spec.wire(),
-    }
+    """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue."""
+    metadata: dict[str, Any] = {"labels": {ORIGIN_LABEL: "api"}}
+    metadata.update({"name": name} if name else {"generateName": prefix})
+    body = {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": metadata, "spec": spec.wire()}
     try:
         job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
     except KubeError as exc:
+        if exc.code == 409:
+            raise APIError(
+                409, exc.message, "invalid_request_error", code="already_exists"
+            ) from exc
         if exc.code in (400, 422):
             raise APIError(
                 400, exc.message, "invalid_request_error", code="invalid_request"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from llmloom import __version__, tokens
-from llmloom.api import chat, embeddings, errors, health, models, observability, tasks
+from llmloom.api import chat, embeddings, errors, health, llmjobs, models, observability, tasks
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.services import Services
 from llmloom.settings import ApiSettings
@@ -30,6 +30,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="LLMLoom", version=__version__, lifespan=lifespan)
     errors.install(app)
     observability.install(app, metrics, settings.max_body_bytes)
-    for module in (health, chat, embeddings, models, tasks):
+    for module in (health, chat, embeddings, models, tasks, llmjobs):
         module.attach_router(app)
     return app

@@ -1,0 +1,175 @@
+"""/v1/jobs: LLMJobs over HTTP, the same resources `kubectl apply` creates.
+
+POST takes a job's spec as in a manifest (camelCase), GET lists or reads them,
+``/result?version=N`` returns a stored result version, DELETE cancels, and
+``/events`` streams the job's status changes as server-sent events (a watch
+on the API server, relayed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmloom import results
+from llmloom.api import jobs
+from llmloom.api.deps import ServicesDep, TenantDep
+from llmloom.api.errors import APIError
+from llmloom.api.services import Services
+from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
+from llmloom.resources import Flavor, LLMJobSpec
+
+router = APIRouter()
+
+
+class JobRequest(BaseModel):
+    """The body of POST /v1/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    """The job's name; generated when left out."""
+    spec: dict[str, Any]
+    """The LLMJob spec, as in a manifest."""
+
+
+def view(obj: Obj) -> dict[str, Any]:
+    """A job as the API shows it: the manifest's parts a client needs."""
+    meta = obj["metadata"]
+    return {
+        "id": meta["name"],
+        "object": "llmloom.job",
+        "uid": meta["uid"],
+        "generation": meta.get("generation", 1),
+        "created_at": meta.get("creationTimestamp"),
+        "spec": obj.get("spec", {}),
+        "status": obj.get("status", {}),
+    }
+
+
+def _not_found(job_id: str) -> APIError:
+    return APIError(404, f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+
+
+async def _get(services: Services, tenant: str, job_id: str) -> Obj:
+    try:
+        return await services.kube.get(LLMJOBS, tenant, job_id)
+    except KubeError as exc:
+        if exc.code == 404:
+            raise _not_found(job_id) from exc
+        raise
+
+
+@router.post("/v1/jobs", status_code=201)
+async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    try:
+        spec = LLMJobSpec.model_validate(request.spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(["spec", *(str(p) for p in first["loc"])])
+        raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
+    try:
+        flavor = Flavor.model_validate(await services.kube.get(FLAVORS, tenant, spec.flavor))
+    except KubeError as exc:
+        if exc.code == 404:
+            raise APIError(
+                404,
+                f"The flavor '{spec.flavor}' does not exist.",
+                param="spec.flavor",
+                code="model_not_found",
+            ) from exc
+        raise
+    job = await jobs.submit(services, tenant, flavor, spec, prefix="job-", name=request.name)
+    obj = await services.kube.get(LLMJOBS, tenant, job.metadata.name)
+    return JSONResponse(view(obj), 201, headers={"Location": f"/v1/jobs/{job.metadata.name}"})
+
+
+@router.get("/v1/jobs")
+async def list_jobs(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    items = await services.kube.list(LLMJOBS, tenant)
+    return {"object": "list", "data": [view(o) for o in items]}
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    return view(await _get(services, tenant, job_id))
+
+
+@router.get("/v1/jobs/{job_id}/result")
+async def get_result(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """A stored result: the latest, or the version asked for (older ones stay until their TTL)."""
+    obj = await _get(services, tenant, job_id)
+    latest = (obj.get("status", {}).get("result") or {}).get("version")
+    wanted = version or latest
+    outcome = await results.load(services.redis, obj["metadata"]["uid"], wanted) if wanted else None
+    if outcome is None:
+        raise APIError(
+            404,
+            f"Job '{job_id}' has no result" + (f" version {wanted}" if wanted else "") + " (yet).",
+            param="version",
+            code="result_not_found",
+        )
+    body: dict[str, Any] = {"id": job_id, "object": "llmloom.result", "version": wanted}
+    if outcome.ok:
+        body["response"] = outcome.response
+    elif outcome.error is not None:
+        body["error"] = {"message": outcome.error.message, "code": outcome.error.reason}
+    return body
+
+
+@router.delete("/v1/jobs/{job_id}")
+async def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """Delete (and so cancel) a job; its stored results go with it."""
+    await _get(services, tenant, job_id)
+    await services.kube.delete(LLMJOBS, tenant, job_id)
+    return {"id": job_id, "object": "llmloom.job", "deleted": True}
+
+
+async def _watch(services: Services, tenant: str, obj: Obj) -> AsyncIterator[bytes]:
+    """The job's status as it changes, until it finishes or is deleted."""
+    name, version = obj["metadata"]["name"], obj["metadata"]["resourceVersion"]
+    yield f"data: {json.dumps(view(obj))}\n\n".encode()
+    if obj.get("status", {}).get("state") in ("Succeeded", "Failed"):
+        return
+    params = {
+        "watch": "1",
+        "fieldSelector": f"metadata.name={name}",
+        "resourceVersion": version,
+        "timeoutSeconds": str(int(services.settings.max_wait_seconds)),
+    }
+    async with services.kube.http.stream(
+        "GET", LLMJOBS.path(tenant), params=params, timeout=None
+    ) as resp:
+        async for line in resp.aiter_lines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("type") == "DELETED":
+                yield b"event: deleted\ndata: {}\n\n"
+                return
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                current = event["object"]
+                yield f"data: {json.dumps(view(current))}\n\n".encode()
+                if current.get("status", {}).get("state") in ("Succeeded", "Failed"):
+                    return
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
+    """Server-sent events: the job now, then at every change until it finishes."""
+    obj = await _get(services, tenant, job_id)
+    return StreamingResponse(_watch(services, tenant, obj), media_type="text/event-stream")
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)
