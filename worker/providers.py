@@ -7,11 +7,12 @@ trying again could help.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -108,6 +109,25 @@ def chat_body(
     return body
 
 
+def _target(endpoint: str, path: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+    """The URL of a provider route, and the headers that carry the key."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return endpoint.rstrip("/") + path, headers
+
+
+@contextlib.contextmanager
+def _transport_errors(url: str, seconds: float) -> Iterator[None]:
+    """Raise transport failures as retryable ProviderErrors."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ProviderError(
+            "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
+        ) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
+
+
 async def _post(
     http: httpx.AsyncClient,
     endpoint: str,
@@ -118,16 +138,9 @@ async def _post(
 ) -> httpx.Response:
     """POST to the provider, with its key; transport failures and error answers raised
     as classified ProviderErrors."""
-    url = endpoint.rstrip("/") + path
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
+    url, headers = _target(endpoint, path, api_key)
+    with _transport_errors(url, seconds):
         resp = await http.post(url, json=body, headers=headers, timeout=seconds)
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
-        ) from exc
-    except httpx.TransportError as exc:
-        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
     if resp.status_code >= 400:
         raise classify(resp)
     return resp
@@ -181,27 +194,28 @@ def ollama_body(
     return body
 
 
-def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
-    """An Ollama /api/chat answer as an OpenAI ChatCompletion."""
+def _ollama_usage(data: dict[str, Any]) -> dict[str, int]:
     prompt, completion = int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": data.get("model") or model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": data["message"]["content"]},
-                "finish_reason": "length" if data.get("done_reason") == "length" else "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
+
+
+def _ollama_finish(data: dict[str, Any]) -> str:
+    return "length" if data.get("done_reason") == "length" else "stop"
+
+
+def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
+    """An Ollama /api/chat answer as an OpenAI ChatCompletion."""
+    return _assembled(
+        {"model": data.get("model")},
+        model,
+        [data["message"]["content"]],
+        _ollama_finish(data),
+        _ollama_usage(data),
+    )
 
 
 async def ollama_chat(
@@ -327,9 +341,9 @@ async def _stream_lines(
     api_key: str | None,
     seconds: float,
 ) -> AsyncIterator[str]:
-    url = endpoint.rstrip("/") + path
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
+    """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON)."""
+    url, headers = _target(endpoint, path, api_key)
+    with _transport_errors(url, seconds):
         async with http.stream("POST", url, json=body, headers=headers, timeout=seconds) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
@@ -337,12 +351,6 @@ async def _stream_lines(
             async for line in resp.aiter_lines():
                 if line.strip():
                     yield line
-    except httpx.TimeoutException as exc:
-        raise ProviderError(
-            "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
-        ) from exc
-    except httpx.TransportError as exc:
-        raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
 
 
 async def openai_chat_stream(
@@ -414,16 +422,7 @@ async def ollama_chat_stream(
                 "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
             ) from exc
         if part.get("done"):
-            finish = "length" if part.get("done_reason") == "length" else "stop"
-            prompt, completion = (
-                int(part.get("prompt_eval_count") or 0),
-                int(part.get("eval_count") or 0),
-            )
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            }
+            finish, usage = _ollama_finish(part), _ollama_usage(part)
         content.append(text)
         chunk = {
             "id": ident,

@@ -229,10 +229,10 @@ def test_the_examples_apply_as_gitops_does_and_again_change_nothing(
     tenant.kubectl(*apply)
     tenant.kubectl("wait", "llmjob/hello", "--for=condition=Accepted", "--timeout=30s")
     tenant.kubectl(
-        "wait", "flavor/qwen-7b", "--for=jsonpath={.status.observedGeneration}=1", "--timeout=30s"
+        "wait", "flavor/qwen-7b", "--for=jsonpath={.status.observedGeneration}=1", "--timeout=90s"
     )
     again = tenant.kubectl(*apply)
-    assert again.count("serverside-applied") == len(again.strip().splitlines())
+    assert again.count("serverside-applied") == len(again.strip().splitlines()), again
     diff = tenant.cluster.kubectl(
         "diff",
         "--server-side",
