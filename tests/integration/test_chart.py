@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ def helm(
     cluster: Cluster, home: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     env = {
+        **os.environ,  # HOME among them: without it, caches land in the working directory
         **cluster.env(),
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
