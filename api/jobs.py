@@ -26,11 +26,9 @@ ORIGIN_LABEL = "llmloom.io/origin"
 
 async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
     """The tenant's flavor for a requested model: by flavor name, else by model id."""
-    try:
-        return Flavor.model_validate(await services.kube.get(FLAVORS, namespace, model))
-    except KubeError as exc:
-        if exc.code != 404:
-            raise
+    named = await services.kube.find(FLAVORS, namespace, model)
+    if named is not None:
+        return Flavor.model_validate(named)
     for item in await services.kube.list(FLAVORS, namespace):
         if item.get("spec", {}).get("model") == model:
             return Flavor.model_validate(item)

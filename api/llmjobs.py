@@ -21,7 +21,7 @@ from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError
 from llmloom.api.services import Services
-from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
+from llmloom.kube import FLAVORS, LLMJOBS, Obj
 from llmloom.resources import Flavor, LLMJobSpec
 
 router = APIRouter()
@@ -57,12 +57,10 @@ def _not_found(job_id: str) -> APIError:
 
 
 async def _get(services: Services, tenant: str, job_id: str) -> Obj:
-    try:
-        return await services.kube.get(LLMJOBS, tenant, job_id)
-    except KubeError as exc:
-        if exc.code == 404:
-            raise _not_found(job_id) from exc
-        raise
+    obj = await services.kube.find(LLMJOBS, tenant, job_id)
+    if obj is None:
+        raise _not_found(job_id)
+    return obj
 
 
 @router.post("/v1/jobs", status_code=201)
@@ -73,17 +71,15 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
         first = exc.errors()[0]
         param = ".".join(["spec", *(str(p) for p in first["loc"])])
         raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
-    try:
-        flavor = Flavor.model_validate(await services.kube.get(FLAVORS, tenant, spec.flavor))
-    except KubeError as exc:
-        if exc.code == 404:
-            raise APIError(
-                404,
-                f"The flavor '{spec.flavor}' does not exist.",
-                param="spec.flavor",
-                code="model_not_found",
-            ) from exc
-        raise
+    found = await services.kube.find(FLAVORS, tenant, spec.flavor)
+    if found is None:
+        raise APIError(
+            404,
+            f"The flavor '{spec.flavor}' does not exist.",
+            param="spec.flavor",
+            code="model_not_found",
+        )
+    flavor = Flavor.model_validate(found)
     job = await jobs.submit(services, tenant, flavor, spec, prefix="job-", name=request.name)
     obj = await services.kube.get(LLMJOBS, tenant, job.metadata.name)
     return JSONResponse(view(obj), 201, headers={"Location": f"/v1/jobs/{job.metadata.name}"})

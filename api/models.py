@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI
 from llmloom import conditions
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError
-from llmloom.kube import FLAVORS, KubeError
+from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor
 
 router = APIRouter()
@@ -55,17 +55,14 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any
 @router.get("/v1/models/{model}")
 async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """One of the tenant's flavors, by name."""
-    try:
-        item = await services.kube.get(FLAVORS, tenant, model)
-    except KubeError as exc:
-        if exc.code == 404:
-            raise APIError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            ) from exc
-        raise
+    item = await services.kube.find(FLAVORS, tenant, model)
+    if item is None:
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
     return model_entry(Flavor.model_validate(item), _created(item))
 
 

@@ -11,9 +11,24 @@ from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError
 from llmloom.api.protocol import TaskInfo
-from llmloom.kube import LLMJOBS, KubeError
+from llmloom.api.services import Services
+from llmloom.kube import LLMJOBS, KubeError, Obj
 
 router = APIRouter()
+
+
+async def _task(services: Services, tenant: str, task_id: str) -> Obj:
+    """The LLMJob behind a task of the tenant, or the OpenAI 404."""
+    obj = await services.kube.find(LLMJOBS, tenant, task_id)
+    if obj is None:
+        raise _not_found(task_id)
+    return obj
+
+
+def _not_found(task_id: str) -> APIError:
+    return APIError(
+        404, f"No task found with id '{task_id}'.", param="task_id", code="task_not_found"
+    )
 
 
 @router.get("/v1/tasks/{task_id}")
@@ -24,14 +39,7 @@ async def get_task(
     wait: Annotated[float | None, Query()] = None,
 ) -> TaskInfo:
     """The task's state; with ``?wait=N`` it waits up to N seconds for the answer."""
-    try:
-        obj = await services.kube.get(LLMJOBS, tenant, task_id)
-    except KubeError as exc:
-        if exc.code == 404:
-            raise APIError(
-                404, f"No task found with id '{task_id}'.", param="task_id", code="task_not_found"
-            ) from exc
-        raise
+    obj = await _task(services, tenant, task_id)
     uid, gen = obj["metadata"]["uid"], obj["metadata"]["generation"]
     timeout = jobs.wait_limit(services, None, wait) if wait is not None else 0.0
     if timeout > 0:
@@ -44,14 +52,12 @@ async def get_task(
 @router.delete("/v1/tasks/{task_id}")
 async def cancel_task(task_id: str, services: ServicesDep, tenant: TenantDep) -> TaskInfo:
     """Cancel a task: its LLMJob is deleted, and a worker running it stops."""
+    obj = await _task(services, tenant, task_id)
     try:
-        obj = await services.kube.get(LLMJOBS, tenant, task_id)
         await services.kube.delete(LLMJOBS, tenant, task_id)
     except KubeError as exc:
-        if exc.code == 404:
-            raise APIError(
-                404, f"No task found with id '{task_id}'.", param="task_id", code="task_not_found"
-            ) from exc
+        if exc.code == 404:  # deleted in between
+            raise _not_found(task_id) from exc
         raise
     info = jobs.task_info(obj, None)
     info.status = "cancelled"

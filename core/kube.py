@@ -161,6 +161,15 @@ class Kube:
     async def get(self, res: Resource, namespace: str, name: str) -> Obj:
         return await self._call("GET", res.path(namespace, name))
 
+    async def find(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self.get(res, namespace, name)
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
     async def list(
         self, res: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[Obj]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from llmloom.kube import SECRETS, Kube, KubeError
+from llmloom.kube import SECRETS, Kube
 from llmloom.resources import Flavor
 
 
@@ -17,14 +17,11 @@ async def api_key(kube: Kube, flavor: Flavor) -> str | None:
     ref = flavor.spec.api_key_secret_ref
     if ref is None:
         return None
-    try:
-        secret = await kube.get(SECRETS, flavor.metadata.namespace, ref.name)
-    except KubeError as exc:
-        if exc.code == 404:
-            raise SecretMissing(
-                f"Secret {ref.name!r} named by Flavor {flavor.metadata.name!r} does not exist"
-            ) from exc
-        raise
+    secret = await kube.find(SECRETS, flavor.metadata.namespace, ref.name)
+    if secret is None:
+        raise SecretMissing(
+            f"Secret {ref.name!r} named by Flavor {flavor.metadata.name!r} does not exist"
+        )
     value = secret.get("data", {}).get(ref.key)
     if value is None:
         raise SecretMissing(f"Secret {ref.name!r} has no key {ref.key!r}")

@@ -137,15 +137,6 @@ def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-async def _deployment(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return await kube.get(DEPLOYMENTS, namespace, name)
-    except KubeError as exc:
-        if exc.code == 404:
-            return None
-        raise
-
-
 async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorReport:
     """Bring the flavor's children in line with its spec and report what is there."""
     ns, name = flavor.metadata.namespace, flavor.metadata.name
@@ -167,7 +158,7 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
         ready = await check_external(deps, flavor)
         return FlavorReport(ready=ready, endpoint=builders.endpoint(flavor), queue=queue)
 
-    current_obj = await _deployment(kube, ns, name)
+    current_obj = await kube.find(DEPLOYMENTS, ns, name)
     current = int(current_obj["spec"].get("replicas", 0)) if current_obj else 0
     last = flavor.status.last_scale_time
     decision = scaling.decide(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmloom import secrets, streams, tokens
-from llmloom.kube import FLAVORS, KubeError
+from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor, LLMJob, Retry, Usage
 from llmloom.worker.deps import Deps, JobFailed
 from llmloom.worker.providers import CHAT, CHAT_STREAM, EMBED, ProviderError
@@ -77,16 +77,12 @@ def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
 
 
 async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
-    try:
-        return Flavor.model_validate(await deps.kube.get(FLAVORS, namespace, name))
-    except KubeError as exc:
-        if exc.code == 404:
-            raise JobFailed(
-                "FlavorNotFound",
-                f"Flavor {name!r}{why} does not exist in namespace {namespace!r}",
-                404,
-            ) from exc
-        raise
+    found = await deps.kube.find(FLAVORS, namespace, name)
+    if found is None:
+        raise JobFailed(
+            "FlavorNotFound", f"Flavor {name!r}{why} does not exist in namespace {namespace!r}", 404
+        )
+    return Flavor.model_validate(found)
 
 
 def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
