@@ -9,10 +9,12 @@ API server's own message.
 
 from __future__ import annotations
 
+import builtins
 import copy
+import json
 import os
 import ssl
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +179,39 @@ class Kube:
         items: list[Obj] = (await self._call("GET", res.path(namespace), params=params))["items"]
         return items
 
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        field_selector: str | None = None,
+    ) -> AsyncIterator[Obj]:
+        """Watch events (``{"type", "object"}``) after ``resource_version``, until the
+        server ends the watch. A 410 Gone arrives as an ``ERROR`` event: list again."""
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        async with self.http.stream("GET", res.path(namespace), params=params, timeout=None) as r:
+            if r.status_code >= 400:
+                await r.aread()
+                raise KubeError(r.status_code, r.reason_phrase, r.text)
+            async for line in r.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+
+    async def list_with_version(
+        self, res: Resource, namespace: str | None = None
+    ) -> tuple[builtins.list[Obj], str]:
+        """The objects and the collection's resourceVersion, to watch from."""
+        body = await self._call("GET", res.path(namespace))
+        return body["items"], body["metadata"]["resourceVersion"]
+
     async def create(self, res: Resource, namespace: str, body: Obj) -> Obj:
         return await self._call("POST", res.path(namespace), json=body)
 
@@ -211,6 +246,7 @@ class Kube:
         uid: str | None = None,
         generation: int | None = None,
         attempts: int = 8,
+        current: Obj | None = None,
     ) -> Obj | None:
         """Read-modify-write of an object's status, retried on conflicts.
 
@@ -218,17 +254,23 @@ class Kube:
         is conditional on its resourceVersion, so nobody else's change is lost,
         and skipped when ``mutate`` changed nothing.
 
+        ``current``, an object just read, saves the first read: the write still
+        fails (and is retried on a fresh read) if it was not the latest.
+
         Returns:
             The object as written, or None when it is gone, was recreated (other
             ``uid``) or holds another spec version (other ``generation``).
         """
         for _ in range(attempts):
-            try:
-                obj = await self.get(res, namespace, name)
-            except KubeError as exc:
-                if exc.code == 404:
-                    return None
-                raise
+            if current is not None:
+                obj, current = copy.deepcopy(current), None
+            else:
+                try:
+                    obj = await self.get(res, namespace, name)
+                except KubeError as exc:
+                    if exc.code == 404:
+                        return None
+                    raise
             meta = obj["metadata"]
             if (uid is not None and meta["uid"] != uid) or (
                 generation is not None and meta.get("generation") != generation

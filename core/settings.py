@@ -6,6 +6,8 @@ nothing reads the environment after that.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,8 +70,13 @@ class WorkerSettings(CommonSettings):
     lease_seconds: float = Field(default=10.0, gt=0)
     """Lifetime of the lease a worker renews while it runs a job; once it lapses, the
     operator takes the worker for dead and enqueues the job again."""
-    cancel_poll_seconds: float = Field(default=2.0, gt=0)
-    """How often a running job is looked at, to stop it once deleted, edited or suspended."""
+    concurrency: int | None = Field(default=None, ge=1, le=1024)
+    """Jobs in flight at once in this process; unset: the flavor's ``spec.concurrency``."""
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    """On SIGTERM, how long running jobs may take to finish before they are handed back
+    to the queue (keep it under the pod's terminationGracePeriodSeconds)."""
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    """How often the worker and its running jobs' RQ records are marked alive."""
     ready_file: str | None = None
     """File created once the worker takes jobs (the pod's readiness probe checks it)."""
 
@@ -88,3 +95,15 @@ class ApiSettings(CommonSettings):
     token_cache_seconds: float = Field(default=30.0, ge=0)
     """How long a verified API token is trusted before it is looked up again
     (a revoked token stops working within this time)."""
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """Requests per minute a tenant may make (chat, embeddings, jobs) where its Namespace's
+    llmloom.io/requests-per-minute annotation does not say; unset: no limit."""
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Tokens per minute a tenant may spend (llmloom.io/tokens-per-minute); unset: no limit."""
+    token_budget: int | None = Field(default=None, ge=0)
+    """Tokens a tenant may spend per budget period (llmloom.io/token-budget); unset: no
+    budget."""
+    token_budget_period: Literal["month", "day"] = "month"
+    """The calendar period (UTC) a budget covers (llmloom.io/token-budget-period)."""
+    limits_cache_seconds: float = Field(default=10.0, ge=0)
+    """How long a tenant's limits are used before its Namespace is read again."""

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmloom import conditions, events, jobstatus, queues, results, streams
-from llmloom.kube import LLMJOBS, KubeError, Obj
+from llmloom import conditions, events, jobstatus, results, streams
+from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
 from llmloom.worker.calls import answer
 from llmloom.worker.deps import Deps, JobFailed
+from llmloom.worker.inflight import Inflight
 
 log = logging.getLogger(__name__)
 COMPONENT = "llmloom-worker"
@@ -40,33 +41,6 @@ def deadline_left(job: LLMJob, now: float) -> float | None:
     if job.spec.active_deadline_seconds is None or job.metadata.creation_timestamp is None:
         return None
     return job.metadata.creation_timestamp.timestamp() + job.spec.active_deadline_seconds - now
-
-
-async def renew_lease(deps: Deps, ref: JobRef) -> None:
-    """Show the operator that this worker is alive and running the job version."""
-    ttl_ms = int(deps.settings.lease_seconds * 1000)
-    await deps.redis.set(queues.lease_key(ref), "1", px=ttl_ms)
-
-
-async def watch_for_cancel(deps: Deps, ref: JobRef) -> str:
-    """Renew the lease, and return as soon as the job should stop: deleted, edited,
-    suspended or ended elsewhere."""
-    every = min(deps.settings.cancel_poll_seconds, deps.settings.lease_seconds / 3)
-    while True:
-        await asyncio.sleep(every)
-        await renew_lease(deps, ref)
-        try:
-            job = LLMJob.model_validate(await deps.kube.get(LLMJOBS, ref.namespace, ref.name))
-        except KubeError as exc:
-            if exc.code == 404:
-                return "deleted"
-            continue  # the API server hiccupped; the attempt goes on
-        if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
-            return "superseded"
-        if job.spec.suspend:
-            return "suspended"
-        if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
-            return "ended-elsewhere"  # e.g. failed by the operator at its deadline
 
 
 async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None, str | None]:
@@ -106,63 +80,52 @@ def _failure(reason: str, message: str, status_code: int) -> results.Outcome:
     )
 
 
-async def process(deps: Deps, ref: JobRef) -> str:
+async def process(deps: Deps, inflight: Inflight, ref: JobRef) -> str:
     """Run one job version. Returns a word for RQ's result: what happened."""
-    await renew_lease(deps, ref)
+    stop = await inflight.enter(ref)
     try:
-        return await _process(deps, ref)
+        return await _process(deps, ref, stop)
     finally:
-        await deps.redis.delete(queues.lease_key(ref))
+        await inflight.leave(ref)
 
 
-async def _process(deps: Deps, ref: JobRef) -> str:
-    try:
-        job = LLMJob.model_validate(await deps.kube.get(LLMJOBS, ref.namespace, ref.name))
-    except KubeError as exc:
-        if exc.code == 404:
-            return "deleted"
-        raise
+async def _process(deps: Deps, ref: JobRef, stop: asyncio.Future[str]) -> str:
+    obj = await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
+    if obj is None:
+        return "deleted"
+    job = LLMJob.model_validate(obj)
     if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
         return "superseded"
     if job.spec.suspend:
         return "suspended"
     if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
         return "already-finished"
-    running = await update_status(deps, ref, jobstatus.mark_running())
-    if running is None:
-        return "superseded"
     meta = {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}
-    attempt_no = running.get("status", {}).get("attempts", 1)
-    await events.post(
-        deps.kube,
-        "LLMJob",
-        meta,
-        "Started",
-        f"attempt {attempt_no} on flavor {job.spec.flavor}",
-        component=COMPONENT,
-    )
-
+    # Recording the start (status, then an Event) runs beside the provider call, not
+    # before it: it is bookkeeping, and the caller is waiting for the answer.
+    started = asyncio.create_task(_record_start(deps, ref, obj, meta))
     attempt = asyncio.create_task(_attempt(deps, job))
-    watcher = asyncio.create_task(watch_for_cancel(deps, ref))
-    await asyncio.wait({attempt, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    either: list[asyncio.Future[Any]] = [attempt, stop]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     key = streams.stream_key(ref.uid, ref.generation)
     if not attempt.done():
         attempt.cancel()  # stops the provider call: the job was deleted, edited or suspended
-        log.info("job %s/%s stopped: %s", ref.namespace, ref.name, watcher.result())
+        log.info("job %s/%s stopped: %s", ref.namespace, ref.name, stop.result())
         if job.spec.stream:
             await streams.finish(
                 deps.redis,
                 key,
-                {"reason": "Cancelled", "message": f"the job was {watcher.result()}"},
+                {"reason": "Cancelled", "message": f"the job was {stop.result()}"},
             )
-        return f"cancelled-{watcher.result()}"
-    watcher.cancel()
+        await _quietly(started)
+        return f"cancelled-{stop.result()}"
     outcome, usage, used = attempt.result()
     stored, nbytes = await results.store(
         deps.redis, ref.uid, ref.generation, outcome, deps.settings.result_ttl_seconds
     )
     if job.spec.stream:
         await streams.finish(deps.redis, key, stored.error.model_dump() if stored.error else None)
+    await _quietly(started)  # "Running" must not land after "Succeeded"
     await update_status(deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, used))
     if stored.ok:
         tokens_used = usage.total_tokens if usage else 0
@@ -187,3 +150,35 @@ async def _process(deps: Deps, ref: JobRef) -> str:
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
     return state
+
+
+async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str]) -> None:
+    """Mark the version running (from the object just read: one write) and post Started."""
+    running = await deps.kube.update_status(
+        LLMJOBS,
+        ref.namespace,
+        ref.name,
+        jobstatus.mark_running(),
+        uid=ref.uid,
+        generation=ref.generation,
+        current=obj,
+    )
+    if running is None:
+        return  # gone or edited: the watch stops the attempt
+    attempt_no = running.get("status", {}).get("attempts", 1)
+    await events.post(
+        deps.kube,
+        "LLMJob",
+        meta,
+        "Started",
+        f"attempt {attempt_no} on flavor {obj['spec']['flavor']}",
+        component=COMPONENT,
+    )
+
+
+async def _quietly(task: asyncio.Task[None]) -> None:
+    """Wait for a bookkeeping task; its failure is logged, never the job's."""
+    try:
+        await task
+    except Exception as exc:
+        log.warning("could not record the start of a job: %s", exc)

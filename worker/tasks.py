@@ -1,16 +1,20 @@
-"""The function RQ calls for each job, and the process context it runs in.
+"""The job function RQ records, and the event loop the jobs really run on.
 
-RQ calls a plain importable function with JSON arguments. The clients it needs
-(API server, Redis, HTTP pool) live for the whole worker process on one event
-loop in a background thread, so connections are reused across jobs; the
-worker installs that context once at start with ``install``.
+Every queue entry names ``run_job`` with the job reference as its JSON
+argument, so RQ's tools (``rq info``, dashboards) show what each job is. The
+LLMLoom worker (``runner``) runs the work itself as coroutines on one event
+loop in a background thread, where the clients (API server, Redis, an HTTP
+pool to the model server) live for the whole process and connections stay
+warm across jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 from redis.asyncio import Redis
@@ -19,31 +23,45 @@ from llmloom.kube import Kube
 from llmloom.queues import JobRef
 from llmloom.settings import WorkerSettings
 from llmloom.worker.deps import Deps
+from llmloom.worker.inflight import Inflight
 from llmloom.worker.processing import process
+
+T = TypeVar("T")
 
 
 class Context:
     """An event loop in a thread, with the clients processing needs."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, max_connections: int = 256) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llmloom-io", daemon=True)
         self.thread.start()
-        self.deps = self.call(self._connect(settings))
+        self.deps = self.call(self._connect(settings, max_connections))
+        self.inflight = Inflight(self.deps)
 
-    async def _connect(self, settings: WorkerSettings) -> Deps:
+    async def _connect(self, settings: WorkerSettings, max_connections: int) -> Deps:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
         return Deps(
             settings=settings,
-            kube=Kube.connect(settings.kubeconfig),
-            redis=Redis.from_url(settings.redis_url),
-            http=httpx.AsyncClient(limits=httpx.Limits(max_connections=256)),
+            kube=Kube.connect(settings.kubeconfig, max_connections=max_connections),
+            redis=Redis.from_url(settings.redis_url, max_connections=max_connections),
+            http=httpx.AsyncClient(limits=limits),
         )
 
-    def call(self, coro: Any) -> Any:
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start a coroutine on the context's loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the context's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return self.submit(coro).result()
+
+    async def run(self, payload: dict[str, Any]) -> str:
+        """Run the job version a queue entry refers to."""
+        return await process(self.deps, self.inflight, JobRef.model_validate(payload))
 
     async def _close(self) -> None:
+        await self.inflight.close()
         await self.deps.kube.aclose()
         await self.deps.http.aclose()
         await self.deps.redis.aclose()
@@ -54,18 +72,9 @@ class Context:
         self.thread.join(5)
 
 
-_context: Context | None = None
-
-
-def install(context: Context | None) -> None:
-    """Set (or clear) the process's context; the worker does this once at start."""
-    global _context
-    _context = context
-
-
 def run_job(payload: dict[str, Any]) -> str:
-    """RQ's entry point: run the job version the payload refers to."""
-    if _context is None:
-        raise RuntimeError("the LLMLoom worker context is not installed (run `llmloom worker`)")
-    result: str = _context.call(process(_context.deps, JobRef.model_validate(payload)))
-    return result
+    """The function queue entries name. RQ's own workers cannot run it: they would
+    run one job per process, and LLMLoom jobs need the worker's context."""
+    raise RuntimeError(
+        f"LLMLoom jobs are run by `llmloom worker`, not by RQ's own workers ({payload})"
+    )

@@ -26,6 +26,7 @@ from llmloom.devstack.cluster import REPO, Cluster
 from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.modelserver import ModelServer
+from llmloom.devstack.ollamaserver import OllamaServer
 from llmloom.devstack.procs import Proc, free_port, wait_for
 from llmloom.devstack.redisserver import RedisServer
 from llmloom.devstack.stack import install_crds
@@ -267,8 +268,7 @@ def start_worker(
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis_server.url,
             "LLMLOOM_KUBECONFIG": str(kubeconfig),
-            # Notice cancellations and lost workers quickly.
-            "LLMLOOM_CANCEL_POLL_SECONDS": "0.3",
+            # Notice lost workers quickly.
             "LLMLOOM_LEASE_SECONDS": "2",
             **(env or {}),
         }
@@ -287,3 +287,14 @@ def start_worker(
 
 
 EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def ollama_server(
+    model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OllamaServer]:
+    """Ollama's native API, served by the project's own server on the real small models."""
+    server = OllamaServer(tmp_path_factory.mktemp("ollama"), model_server.url)
+    LOG_SOURCES.append(lambda: f"===== ollama server\n{server.proc.tail(20)}")
+    yield server
+    server.stop()

@@ -125,7 +125,8 @@ def test_priority_orders_the_queue(
     apply(tenant, job("urgent", paced, priority=10), job("later", paced, priority=-5))
     names = ("normal-1", "normal-2", "urgent", "later")
     wait_for(lambda: all(status(tenant, n).get("state") == "Queued" for n in names), 30, "queued")
-    start_worker(f"{tenant.namespace}/{paced}")
+    # One slot: the worker takes the jobs one after another, in priority order.
+    start_worker(f"{tenant.namespace}/{paced}", env={"LLMLOOM_CONCURRENCY": "1"})
     for name in ("normal-1", "normal-2", "urgent", "later"):
         tenant.kubectl("wait", f"llmjob/{name}", "--for=condition=Succeeded", "--timeout=60s")
     order = sorted(

@@ -1,0 +1,126 @@
+"""The job versions a worker process is running: kept alive, and told when to stop.
+
+A worker may run dozens of jobs at once, so the per-job chores are shared: one
+task renews the lease of every running version in a single Redis round trip,
+and one watch per namespace on LLMJobs tells each running version at once
+when its job is deleted, edited, suspended or ended elsewhere (by the
+operator at its deadline). A poll per job would cost an API-server request
+per job every few seconds and notice a cancellation only at the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from llmloom import conditions, queues
+from llmloom.kube import LLMJOBS, Obj
+from llmloom.queues import JobRef
+from llmloom.resources import LLMJob
+from llmloom.worker.deps import Deps
+
+log = logging.getLogger(__name__)
+WATCH_RETRY_SECONDS = 1.0
+
+
+def stop_reason(ref: JobRef, obj: Obj | None) -> str | None:
+    """Why the running version ``ref`` must stop, given its job as it now is (None:
+    deleted); None when it may go on."""
+    if obj is None:
+        return "deleted"
+    job = LLMJob.model_validate(obj)
+    if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
+        return "superseded"
+    if job.spec.suspend:
+        return "suspended"
+    if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
+        return "ended-elsewhere"
+    return None
+
+
+class Inflight:
+    """The running versions of one worker process; use on the worker's event loop."""
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self._running: dict[str, tuple[JobRef, asyncio.Future[str]]] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._renewer: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def enter(self, ref: JobRef) -> asyncio.Future[str]:
+        """Take the lease of ``ref``; the future resolves with a reason if it must stop."""
+        await self.deps.redis.set(queues.lease_key(ref), "1", px=self._lease_ms)
+        stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._running[ref.rq_id] = (ref, stop)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew())
+        watch = self._watches.get(ref.namespace)
+        if watch is None or watch.done():
+            self._watches[ref.namespace] = asyncio.create_task(self._watch(ref.namespace))
+        return stop
+
+    async def leave(self, ref: JobRef) -> None:
+        """The version ended here (or was handed back): drop its lease."""
+        self._running.pop(ref.rq_id, None)
+        await self.deps.redis.delete(queues.lease_key(ref))
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._renewer, *self._watches.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.deps.settings.lease_seconds * 1000)
+
+    async def _renew(self) -> None:
+        """Renew every running version's lease, three times per lease lifetime."""
+        while True:
+            await asyncio.sleep(self.deps.settings.lease_seconds / 3)
+            if not self._running:
+                continue
+            try:
+                async with self.deps.redis.pipeline(transaction=False) as pipe:
+                    for ref, _ in self._running.values():
+                        pipe.set(queues.lease_key(ref), "1", px=self._lease_ms)
+                    await pipe.execute()
+            except Exception as exc:  # Redis hiccupped: the next round tries again
+                log.warning("could not renew leases: %s", exc)
+
+    def _check(self, ref: JobRef, stop: asyncio.Future[str], obj: Obj | None) -> None:
+        reason = stop_reason(ref, obj)
+        if reason is not None and not stop.done():
+            stop.set_result(reason)
+
+    async def _watch(self, namespace: str) -> None:
+        """Follow the namespace's LLMJobs; list again whenever the watch breaks."""
+        while True:
+            try:
+                items, version = await self.deps.kube.list_with_version(LLMJOBS, namespace)
+                by_uid = {o["metadata"]["uid"]: o for o in items}
+                for ref, stop in list(self._running.values()):
+                    if ref.namespace == namespace:
+                        self._check(ref, stop, by_uid.get(ref.uid))
+                async for event in self.deps.kube.watch(LLMJOBS, namespace, version):
+                    kind, obj = event.get("type"), event.get("object", {})
+                    if kind == "ERROR":
+                        break  # e.g. 410 Gone: the version is too old, list again
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if kind == "BOOKMARK":
+                        continue
+                    uid = obj.get("metadata", {}).get("uid")
+                    for ref, stop in list(self._running.values()):
+                        if ref.uid == uid:
+                            self._check(ref, stop, None if kind == "DELETED" else obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of LLMJobs in %s broke: %s", namespace, exc)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
