@@ -268,8 +268,9 @@ def start_worker(
             **cluster.env(),
             "LLMLOOM_REDIS_URL": redis_server.url,
             "LLMLOOM_KUBECONFIG": str(kubeconfig),
-            # Notice lost workers quickly.
+            # Notice lost workers quickly; stop quickly when a test ends.
             "LLMLOOM_LEASE_SECONDS": "2",
+            "LLMLOOM_SHUTDOWN_GRACE_SECONDS": "5",
             **(env or {}),
         }
         proc = Proc(f"worker-{len(procs)}", [*PY, "worker", *args], tmp_path, env)

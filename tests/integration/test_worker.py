@@ -1,0 +1,126 @@
+"""The worker process: many jobs in flight, an RQ citizen, and shutdown that loses nothing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from redis import Redis
+from rq import Worker
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
+
+from llmloom import queues
+from llmloom.devstack.cluster import REPO
+from llmloom.devstack.faultserver import FaultServer
+from llmloom.devstack.procs import Proc, wait_for
+from llmloom.devstack.redisserver import RedisServer
+
+from .conftest import Api, Tenant
+from .test_jobs import apply, echo_flavor, job, status
+
+
+def test_one_worker_runs_its_flavors_concurrency_at_once(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    slow = echo_flavor(tenant, fault_server, "slow", "delay/2")
+    names = [f"wide-{i}" for i in range(8)]
+    apply(tenant, *(job(n, slow) for n in names))
+    wait_for(lambda: all(status(tenant, n).get("state") == "Queued" for n in names), 30, "queued")
+    started = time.monotonic()
+    start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "8"})
+    for n in names:
+        tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
+    # Eight 2-second calls one after another would take 16 s; side by side, about 2.
+    assert time.monotonic() - started < 10
+    starts = sorted(
+        datetime.fromisoformat(status(tenant, n)["startTime"].replace("Z", "+00:00")) for n in names
+    )
+    assert (starts[-1] - starts[0]).total_seconds() <= 2  # none waited for another
+    assert all(status(tenant, n)["attempts"] == 1 for n in names)
+
+
+def test_rq_shows_the_worker_and_each_running_job(
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+    api: Api,
+) -> None:
+    slow = echo_flavor(tenant, fault_server, "slow", "delay/4")
+    names = [f"seen-{i}" for i in range(3)]
+    apply(tenant, *(job(n, slow) for n in names))
+    start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    redis = Redis.from_url(redis_server.url)
+    q = queues.queue(queues.queue_name(tenant.namespace, slow), redis)
+    started = StartedJobRegistry(queue=q)
+    wait_for(lambda: len(started.get_job_ids()) == 3, 30, "three jobs started at once")
+    workers = Worker.all(queue=q)
+    assert len(workers) == 1 and workers[0].get_state() == "busy"
+    # What an operator of RQ would look at: `rq info` lists the queue and the busy worker.
+    info = subprocess.run(
+        [str(REPO / ".venv/bin/rq"), "info", "--url", redis_server.url, q.name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert q.name in info and "busy" in info
+    for n in names:
+        tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
+    finished = FinishedJobRegistry(queue=q)
+    wait_for(lambda: len(finished.get_job_ids()) == 3, 10, "RQ to record three finished jobs")
+    assert started.get_job_ids() == []
+    wait_for(lambda: Worker.all(queue=q)[0].get_state() == "idle", 10, "the worker to be idle")
+    assert Worker.all(queue=q)[0].successful_job_count == 3
+
+
+def test_sigterm_lets_running_jobs_finish(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    slow = echo_flavor(tenant, fault_server, "slow", "delay/3")
+    names = [f"finish-{i}" for i in range(3)]
+    worker = start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    apply(tenant, *(job(n, slow) for n in names))
+    wait_for(lambda: all(status(tenant, n).get("state") == "Running" for n in names), 30, "running")
+    worker.popen.send_signal(signal.SIGTERM)
+    assert worker.popen.wait(15) == 0
+    for n in names:
+        st = status(tenant, n)
+        assert st["state"] == "Succeeded" and st["attempts"] == 1
+
+
+def test_sigterm_hands_unfinished_jobs_to_another_worker(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    slow = echo_flavor(tenant, fault_server, "slow", "delay/6")
+    names = [f"handed-{i}" for i in range(3)]
+    leaving = start_worker(
+        f"{tenant.namespace}/{slow}",
+        env={"LLMLOOM_CONCURRENCY": "4", "LLMLOOM_SHUTDOWN_GRACE_SECONDS": "1"},
+    )
+    apply(tenant, *(job(n, slow) for n in names))
+    wait_for(lambda: all(status(tenant, n).get("state") == "Running" for n in names), 30, "running")
+    leaving.popen.send_signal(signal.SIGTERM)
+    assert leaving.popen.wait(15) == 0
+    assert all(status(tenant, n)["state"] != "Succeeded" for n in names)
+    start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    for n in names:
+        tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
+        assert status(tenant, n)["attempts"] == 2  # handed back, run once more
+
+
+def test_a_killed_worker_loses_none_of_its_jobs(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    slow = echo_flavor(tenant, fault_server, "slow", "delay/3")
+    names = [f"orphan-{i}" for i in range(4)]
+    victim = start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    apply(tenant, *(job(n, slow) for n in names))
+    wait_for(lambda: all(status(tenant, n).get("state") == "Running" for n in names), 30, "running")
+    victim.kill()  # SIGKILL with four calls in flight
+    start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    for n in names:
+        tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
+        assert status(tenant, n)["attempts"] == 2
