@@ -421,6 +421,8 @@ async def ollama_chat_stream(
             raise ProviderError(
                 "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
             ) from exc
+        if "error" in part:  # Ollama reports a failure after the 200 as a line of its own
+            raise ProviderError("ProviderUnavailable", str(part["error"]), retryable=True)
         if part.get("done"):
             finish, usage = _ollama_finish(part), _ollama_usage(part)
         content.append(text)
@@ -434,6 +436,10 @@ async def ollama_chat_stream(
         await emit(chunk)
         if usage:
             await emit({**chunk, "choices": [], "usage": usage})
+    if finish is None:  # every Ollama stream ends with a done line
+        raise ProviderError(
+            "MalformedResponse", "the Ollama stream ended without its done line", retryable=True
+        )
     return _assembled({"id": ident, "created": created}, spec.model, content, finish, usage)
 
 
