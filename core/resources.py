@@ -222,6 +222,17 @@ class Pricing(Model):
     """ISO 4217 currency of the prices."""
 
 
+class RateLimit(Model):
+    """What the flavor accepts per minute, e.g. the limits of the provider account behind
+    it. The API refuses requests beyond them with 429 before they are queued."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """Requests per minute; a burst of this many, then one every 60/N seconds."""
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Tokens per minute: a request's estimate (prompt plus max_tokens) at admission,
+    corrected to the tokens the provider counted when it finishes."""
+
+
 class FlavorSpec(Model):
     """How to reach one model: the wire protocol, the model id and the server."""
 
@@ -266,7 +277,9 @@ class FlavorSpec(Model):
     )
     """What the model can do."""
     context_window: int | None = Field(default=None, ge=1)
-    """Tokens the model accepts, prompt and output together."""
+    """Tokens the model accepts, prompt and output together. Document jobs use it to
+    decide whether a document fits one call and how large their chunks may be; unset,
+    a document is tried whole and chunked when the provider reports a context overflow."""
     max_output_tokens: int | None = Field(default=None, ge=1)
     """Upper bound on completion tokens requested from the provider."""
     concurrency: int = Field(default=4, ge=1, le=1024)
@@ -284,6 +297,8 @@ class FlavorSpec(Model):
     """Flavors (same namespace) tried in order when this one keeps failing after its retries."""
     pricing: Pricing | None = None
     """Prices, for the cost in each job's usage."""
+    rate_limit: RateLimit | None = None
+    """Requests and tokens per minute the flavor accepts through the API."""
 
 
 class ReplicaStatus(Model):
@@ -328,7 +343,8 @@ class FlavorStatus(Model):
 
 # --------------------------------------------------------------------------- LLMJob
 
-Task = Literal["chat", "embeddings"]
+Task = Literal["chat", "embeddings", "document"]
+Strategy = Literal["auto", "single", "iterative", "mapReduce"]
 Role = Literal["system", "user", "assistant", "tool"]
 JobState = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
 
@@ -361,6 +377,62 @@ class Parameters(Model):
     """Length of the embedding vectors, for models that can shorten them."""
 
 
+class KeyRef(Model):
+    """A key of a ConfigMap or Secret in the job's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the ConfigMap or Secret."""
+    key: str = Field(min_length=1, max_length=253)
+    """Key whose value is the document (UTF-8 text)."""
+
+
+class DocumentSource(Model):
+    """Where a document job's text comes from: exactly one of the four."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.text), has(self.configMapKeyRef), has(self.secretKeyRef),"
+                    " has(self.url)].exists_one(x, x)",
+                    "spec.document takes exactly one of text, configMapKeyRef, secretKeyRef "
+                    "and url",
+                )
+            ]
+        }
+    )
+
+    text: str | None = Field(default=None, max_length=1_000_000)
+    """The document itself, inline (objects are limited to about 1.5 MiB; use a
+    ConfigMap, a Secret or a URL for larger ones)."""
+    config_map_key_ref: KeyRef | None = None
+    """A key of a ConfigMap in the job's namespace (data or binaryData)."""
+    secret_key_ref: KeyRef | None = None
+    """A key of a Secret in the job's namespace."""
+    url: str | None = Field(default=None, pattern=r"^https?://", max_length=2048)
+    """An http or https URL the worker fetches (from its own network) when the job runs."""
+
+
+class Chunking(Model):
+    """How a long document is cut into turns (chunks) and how their answers are combined."""
+
+    create_new_turn_after: int = Field(default=2000, ge=32, le=1_000_000)
+    """Tokens per turn (chunk), counted with the flavor's tokenizer. Turns end at
+    paragraph boundaries, else at sentence boundaries; only a sentence longer than a
+    turn is cut between tokens. Also bounds the summaries one reduce call reads.
+    Lowered to fit the flavor's contextWindow when that is set."""
+    max_new_turns: int = Field(default=4, ge=1, le=1000)
+    """Strategy iterative: turns sent together in one call (a batch)."""
+    summary_turns: int = Field(default=2, ge=0, le=100)
+    """Strategy iterative: answers of the previous batches carried into each call as
+    rolling context (0: none)."""
+    reduce_summary: bool = True
+    """True: the answers for the parts are consolidated into one answer with
+    spec.reducePrompt (recursively while they overflow one call). False: the answer is
+    the parts' answers joined in order, with no consolidating call. Its length is bounded
+    by parameters.maxTokens (or the flavor's maxOutputTokens) like every call's."""
+
+
 class LLMJobSpec(Model):
     """One unit of LLM work, run on a flavor."""
 
@@ -374,6 +446,23 @@ class LLMJobSpec(Model):
                 cel(
                     "self.task != 'embeddings' || (has(self.texts) && !has(self.messages))",
                     "an embeddings job takes spec.texts (and no spec.messages)",
+                ),
+                cel(
+                    "self.task != 'document' || (has(self.document) && has(self.prompt)"
+                    " && !has(self.messages) && !has(self.texts))",
+                    "a document job takes spec.document and spec.prompt (and no spec.messages "
+                    "or spec.texts)",
+                ),
+                cel(
+                    "self.task == 'document' || !(has(self.document) || has(self.prompt)"
+                    " || has(self.reducePrompt) || has(self.strategy) || has(self.chunking))",
+                    "spec.document, prompt, reducePrompt, strategy and chunking are for task "
+                    "document only",
+                ),
+                cel(
+                    "self.task != 'document' || !has(self.stream) || !self.stream",
+                    "a document job cannot stream (spec.stream); its progress is in "
+                    "status.progress",
                 ),
             ]
         }
@@ -389,13 +478,30 @@ class LLMJobSpec(Model):
             ]
         },
     )
-    """Kind of work: chat (complete spec.messages) or embeddings (embed spec.texts)."""
+    """Kind of work: chat (complete spec.messages), embeddings (embed spec.texts) or
+    document (apply spec.prompt to spec.document, in chunks when it is long)."""
     messages: list[Message] | None = Field(default=None, min_length=1, max_length=10_000)
     """The conversation to complete (task chat); at least one message."""
     texts: list[Annotated[str, Field(max_length=100_000)]] | None = Field(
         default=None, min_length=1, max_length=2048
     )
     """The texts to embed (task embeddings), one vector each, in order."""
+    document: DocumentSource | None = None
+    """The document to process (task document)."""
+    prompt: str | None = Field(default=None, min_length=1, max_length=100_000)
+    """Task document: the instruction applied to the whole document, or to each chunk of
+    it (e.g. "Summarise the key decisions.")."""
+    reduce_prompt: str | None = Field(default=None, min_length=1, max_length=100_000)
+    """Task document: the instruction that combines the answers for the chunks into one;
+    defaults to combining them into one answer to spec.prompt."""
+    strategy: Strategy | None = None
+    """Task document: auto (unset: one call when the document fits the flavor's
+    context, else mapReduce; a context overflow reported by the provider switches to the
+    fallbackFlavor or to mapReduce), single (one call), iterative (turns in order, in
+    batches of chunking.maxNewTurns, earlier answers carried along) or mapReduce (chunks
+    in parallel up to the flavor's concurrency, then combined)."""
+    chunking: Chunking | None = None
+    """Task document: how chunks are cut and combined (defaults when unset)."""
     parameters: Parameters | None = None
     """Sampling parameters."""
     stream: bool = False
@@ -424,6 +530,20 @@ class Usage(Model):
     """Sum of both."""
     cost: float | None = None
     """Cost from the pricing of the flavor that answered, in its currency."""
+
+
+ProgressPhase = Literal["single", "map", "iterate", "reduce"]
+
+
+class Progress(Model):
+    """How far a document job has come: provider calls made and planned."""
+
+    done: int = 0
+    """Calls finished."""
+    total: int = 0
+    """Calls planned; revised when a reduction needs more or fewer calls than estimated."""
+    phase: ProgressPhase | None = None
+    """What runs now: single, map, iterate or reduce."""
 
 
 class ResultRef(Model):
@@ -455,6 +575,9 @@ class LLMJobStatus(Model):
     """The flavor that produced the result."""
     usage: Usage | None = None
     """Tokens spent."""
+    progress: Progress | None = None
+    """Document jobs: calls done out of the total, updated as the job runs (at most
+    about once a second)."""
     result: ResultRef | None = None
     """Reference to the stored result."""
     start_time: datetime | None = None

@@ -7,6 +7,9 @@ prompt that overflows the model's context goes to the flavor's
 ``fallbackFlavor``. When a flavor keeps failing, its ``failoverFlavors`` are
 tried in order. Errors that retrying cannot fix (400, 401, 404) end the job
 at once with the provider's message.
+
+``complete`` is that machinery for one chat call; document jobs
+(``llmloom.worker.documents``) make many such calls for one job.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from llmloom import secrets, streams, tokens
 from llmloom.kube import FLAVORS
-from llmloom.resources import Flavor, LLMJob, Retry, Usage
+from llmloom.resources import Flavor, LLMJob, Message, Retry, Usage
 from llmloom.worker.deps import Deps, JobFailed
 from llmloom.worker.providers import CHAT, CHAT_STREAM, EMBED, ProviderError
 
@@ -46,20 +49,24 @@ def backoff(retry: Retry, attempt: int, retry_after: float | None) -> float:
     return max(delay, retry_after) if retry_after is not None else delay
 
 
-def usage_of(response: dict[str, Any], job: LLMJob, flavor: Flavor) -> Usage:
+def usage_of(
+    response: dict[str, Any], job: LLMJob, flavor: Flavor, messages: list[Message] | None = None
+) -> Usage:
     """Token usage: the provider's own counts, else counted with the flavor's tokenizer;
-    the cost from the flavor's pricing."""
+    the cost from the flavor's pricing. ``messages``: what was sent, when not the job's
+    own messages."""
     reported = response.get("usage") or {}
     if reported.get("prompt_tokens") is not None:
         prompt = int(reported["prompt_tokens"])
         completion = int(reported.get("completion_tokens") or 0)
-    elif job.spec.task == "embeddings":
+    elif job.spec.task == "embeddings" and messages is None:
         enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
         prompt = sum(len(enc.encode(t, disallowed_special=())) for t in job.spec.texts or [])
         completion = 0
     else:
         enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-        prompt = tokens.count_chat_tokens((m.content for m in job.spec.messages or []), enc)
+        sent = job.spec.messages if messages is None else messages
+        prompt = tokens.count_chat_tokens((m.content for m in sent or []), enc)
         text = "".join(str(c.get("message", {}).get("content") or "") for c in response["choices"])
         completion = len(enc.encode(text, disallowed_special=()))
     cost = None
@@ -100,9 +107,14 @@ def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
 
 
 async def call_with_retries(
-    deps: Deps, flavor: Flavor, endpoint: str, job: LLMJob
+    deps: Deps,
+    flavor: Flavor,
+    endpoint: str,
+    job: LLMJob,
+    messages: list[Message] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """One flavor, retried within its ``retry`` on errors that may pass.
+    """One flavor, retried within its ``retry`` on errors that may pass. ``messages``: a
+    chat call with these instead of the job's own input (never streamed).
 
     Returns:
         The response, and how long the call that gave it took (ms).
@@ -124,7 +136,11 @@ async def call_with_retries(
     for attempt in range(retry.attempts):
         started = time.monotonic()
         try:
-            if job.spec.task == "embeddings":
+            if messages is not None:
+                response = await CHAT[provider](
+                    deps.http, endpoint, flavor.spec, api_key, messages, params
+                )
+            elif job.spec.task == "embeddings":
                 response = await EMBED[provider](
                     deps.http, endpoint, flavor.spec, api_key, job.spec.texts or [], params
                 )
@@ -160,17 +176,42 @@ async def call_with_retries(
 
 async def answer(deps: Deps, job: LLMJob) -> Answer:
     """The job's answer from its flavor, its fallback or its failovers."""
+    if job.spec.task == "document":
+        # Imported here: documents builds on this module's complete().
+        from llmloom.worker import documents
+
+        return await documents.answer(deps, job)
+    return await complete(deps, job)
+
+
+async def complete(
+    deps: Deps,
+    job: LLMJob,
+    messages: list[Message] | None = None,
+    first: Flavor | None = None,
+    beside: bool = True,
+) -> Answer:
+    """One answer: from ``first`` (default: the job's flavor), its fallbackFlavor when
+    the prompt overflows its context, or its failoverFlavors when it keeps failing.
+
+    Args:
+        messages: a chat call with these instead of the job's own input.
+        first: the flavor to ask first, when already loaded or not the job's own.
+        beside: ``first`` is the job's own flavor, whose server may run beside this
+            worker (settings.endpoint).
+    """
     ns = job.metadata.namespace
-    primary = await load_flavor(deps, ns, job.spec.flavor)
-    chain: list[tuple[Flavor, bool]] = [(primary, True)]
+    head = first or await load_flavor(deps, ns, job.spec.flavor)
+    chain: list[tuple[Flavor, bool]] = [(head, beside)]
     fell_back = False
     last: ProviderError | None = None
     while chain:
-        flavor, is_primary = chain.pop(0)
+        flavor, local = chain.pop(0)
         try:
-            endpoint = endpoint_of(deps, flavor, is_primary)
-            response, ms = await call_with_retries(deps, flavor, endpoint, job)
-            return Answer(response, usage_of(response, job, flavor), flavor.metadata.name, ms)
+            endpoint = endpoint_of(deps, flavor, local)
+            response, ms = await call_with_retries(deps, flavor, endpoint, job, messages)
+            usage = usage_of(response, job, flavor, messages)
+            return Answer(response, usage, flavor.metadata.name, ms)
         except ProviderError as exc:
             if exc.reason == "ContextLengthExceeded":
                 if flavor.spec.fallback_flavor and not fell_back:
@@ -189,9 +230,9 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
             if not exc.retryable:
                 raise JobFailed(exc.reason, exc.message, 502) from exc
             last = exc
-        if is_primary:
+        if flavor is head:
             for name in flavor.spec.failover_flavors:
                 chain.append((await load_flavor(deps, ns, name, " (failoverFlavors)"), False))
     assert last is not None
-    tried = "retries and failover" if primary.spec.failover_flavors else "retries"
+    tried = "retries and failover" if head.spec.failover_flavors else "retries"
     raise JobFailed(last.reason, f"{last.message} (gave up after {tried})", 502)
