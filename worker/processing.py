@@ -125,8 +125,16 @@ async def _process(deps: Deps, ref: JobRef, stop: asyncio.Future[str]) -> str:
     )
     if job.spec.stream:
         await streams.finish(deps.redis, key, stored.error.model_dump() if stored.error else None)
-    await _quietly(started)  # "Running" must not land after "Succeeded"
-    await update_status(deps, ref, jobstatus.mark_finished(ref, stored, nbytes, usage, used))
+    running = await _quietly(started)  # "Running" must not land after "Succeeded"
+    await deps.kube.update_status(
+        LLMJOBS,
+        ref.namespace,
+        ref.name,
+        jobstatus.mark_finished(ref, stored, nbytes, usage, used),
+        uid=ref.uid,
+        generation=ref.generation,
+        current=running,  # saves a read; a newer object makes the write retry from a fresh one
+    )
     if stored.ok:
         tokens_used = usage.total_tokens if usage else 0
         await events.post(
@@ -152,8 +160,12 @@ async def _process(deps: Deps, ref: JobRef, stop: asyncio.Future[str]) -> str:
     return state
 
 
-async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str]) -> None:
-    """Mark the version running (from the object just read: one write) and post Started."""
+async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str]) -> Obj | None:
+    """Mark the version running (from the object just read: one write) and post Started.
+
+    Returns:
+        The job as written, which the final status write starts from.
+    """
     running = await deps.kube.update_status(
         LLMJOBS,
         ref.namespace,
@@ -164,7 +176,7 @@ async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str])
         current=obj,
     )
     if running is None:
-        return  # gone or edited: the watch stops the attempt
+        return None  # gone or edited: the watch stops the attempt
     attempt_no = running.get("status", {}).get("attempts", 1)
     await events.post(
         deps.kube,
@@ -174,11 +186,13 @@ async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str])
         f"attempt {attempt_no} on flavor {obj['spec']['flavor']}",
         component=COMPONENT,
     )
+    return running
 
 
-async def _quietly(task: asyncio.Task[None]) -> None:
+async def _quietly(task: asyncio.Task[Obj | None]) -> Obj | None:
     """Wait for a bookkeeping task; its failure is logged, never the job's."""
     try:
-        await task
+        return await task
     except Exception as exc:
         log.warning("could not record the start of a job: %s", exc)
+        return None

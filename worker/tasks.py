@@ -43,7 +43,9 @@ class Context:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
         return Deps(
             settings=settings,
-            kube=Kube.connect(settings.kubeconfig, max_connections=max_connections),
+            # Few connections to the API server: its calls are short, and httpx scans every
+            # pooled connection on each request.
+            kube=Kube.connect(settings.kubeconfig, max_connections=16),
             redis=Redis.from_url(settings.redis_url, max_connections=max_connections),
             http=httpx.AsyncClient(limits=limits),
         )

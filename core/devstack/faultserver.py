@@ -6,7 +6,8 @@ alone sets it: ``/v1`` answers at once by echoing the last user message,
 fails with that HTTP status and an OpenAI error body, ``/flaky/<key>/<n>/v1``
 fails the first n calls with 503, ``/limited/<key>/<s>/v1`` answers the first
 call 429 with ``Retry-After: s``, ``/context/<n>/v1`` answers every call with
-vLLM's context-overflow error; ``GET /calls/<key>`` counts the calls of a key.
+vLLM's context-overflow error; ``GET /calls/<key>`` counts the calls of a key;
+``GET /timeline`` lists when each delayed call ran (for benchmarks).
 It stands in for the model server, never for Kubernetes or Redis.
 
 ``python -m llmloom.devstack.faultserver --port N`` serves until killed;
@@ -19,6 +20,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,6 +74,8 @@ def app() -> FastAPI:
     """The server's routes."""
     api = FastAPI()
     calls: dict[str, int] = {}
+    # When each delayed call ran, so benchmarks can see how busy a client kept the server.
+    timeline: deque[tuple[str, float, float]] = deque(maxlen=100_000)
 
     def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
@@ -106,9 +110,21 @@ def app() -> FastAPI:
 
     @api.post("/delay/{seconds}/v1/chat/completions")
     async def slow_chat(seconds: float, request: Request) -> dict[str, Any]:
+        started = time.time()
         body = await request.json()
         await asyncio.sleep(seconds)
-        return completion(body)
+        answer = completion(body)
+        timeline.append((answer["choices"][0]["message"]["content"], started, time.time()))
+        return answer
+
+    @api.get("/timeline")
+    async def get_timeline() -> list[tuple[str, float, float]]:
+        """Each delayed call since the last DELETE: (answer, start, end), epoch seconds."""
+        return list(timeline)
+
+    @api.delete("/timeline")
+    async def clear_timeline() -> None:
+        timeline.clear()
 
     @api.post("/status/{code}/v1/chat/completions")
     async def failing_chat(code: int) -> JSONResponse:
