@@ -37,7 +37,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,7 +253,7 @@ class ChatBackend(Protocol):
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
 
 
 class EmbedBackend(Protocol):
@@ -290,7 +290,7 @@ class LlamaCppChat:
         data: dict[str, Any] = resp.json()
         return data
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         body = {
             **body,
             "model": self.model,
@@ -728,6 +728,8 @@ def app(
             except OllamaError as exc:
                 yield _line({"error": exc.message})
                 return
+            finally:  # also when the client goes away: stop generating
+                await chunks.aclose()
             state.loaded[canonical(gen.name)] = time.time()
             yield _line(
                 {

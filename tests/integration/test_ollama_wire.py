@@ -139,9 +139,9 @@ def test_kubectl_job_passes_its_parameters_as_ollama_options(
     tenant: Tenant, ollama: OllamaServer, redis_server: RedisServer
 ) -> None:
     count = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    free = ollama_chat(ollama, count, temperature=0, num_predict=64)
+    free = ollama_chat(ollama, count, temperature=0, num_predict=20)
     assert "," in free["message"]["content"]  # so a stop at "," must cut the answer short
-    apply(tenant, chat_job("counting", "smollm2", count, temperature=0, maxTokens=64, stop=[","]))
+    apply(tenant, chat_job("counting", "smollm2", count, temperature=0, maxTokens=20, stop=[","]))
     tenant.kubectl("wait", "llmjob/counting", "--for=condition=Succeeded", "--timeout=60s")
     status = tenant.get("llmjob", "counting")["status"]
     stored = Redis.from_url(redis_server.url).get(status["result"]["key"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import httpx
@@ -43,7 +43,7 @@ class FakeChat:
         choice = {"index": 0, "message": {"content": "Hello there"}, "finish_reason": "stop"}
         return {"choices": [choice], "usage": USAGE, "timings": TIMINGS}
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         self.calls.append((path, body))
         yield {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}
         for i, word in enumerate(["Hello", " there"]):
