@@ -39,21 +39,33 @@ async def create_chat_completion(
             param="model",
             code="model_not_supported",
         )
+    await jobs.ensure_available(services, tenant, flavor)
+    params = request.parameters()
+    admission = await jobs.admit(
+        services,
+        tenant,
+        flavor,
+        lambda: jobs.chat_estimate(
+            flavor, [m.content for m in request.messages], params.max_tokens if params else None
+        ),
+    )
     spec = LLMJobSpec(
         flavor=flavor.metadata.name,
         task="chat",
         messages=[m.to_resource() for m in request.messages],
-        parameters=request.parameters(),
+        parameters=params,
         stream=request.stream,
     )
-    job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-")
+    job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-", admission=admission)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         events = relay(services, job, include_usage)
         return StreamingResponse(
-            events, media_type="text/event-stream", headers={jobs.TASK_HEADER: job.metadata.name}
+            events,
+            media_type="text/event-stream",
+            headers={**admission.headers, jobs.TASK_HEADER: job.metadata.name},
         )
-    return await jobs.respond(services, job, wait_seconds)
+    return await jobs.respond(services, job, wait_seconds, headers=admission.headers)
 
 
 def _sse(data: object) -> bytes:

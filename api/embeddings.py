@@ -65,11 +65,15 @@ async def create_embeddings(
             param="model",
             code="model_not_supported",
         )
+    await jobs.ensure_available(services, tenant, flavor)
+    admission = await jobs.admit(
+        services, tenant, flavor, lambda: jobs.texts_estimate(flavor, texts)
+    )
     params = Parameters(dimensions=request.dimensions) if request.dimensions else None
     spec = LLMJobSpec(
         flavor=flavor.metadata.name, task="embeddings", texts=texts, parameters=params
     )
-    job = await jobs.submit(services, tenant, flavor, spec, prefix="embed-")
+    job = await jobs.submit(services, tenant, flavor, spec, prefix="embed-", admission=admission)
 
     def shape(response: dict[str, Any]) -> dict[str, Any]:
         if request.encoding_format == "float":
@@ -77,7 +81,7 @@ async def create_embeddings(
         data = [{**d, "embedding": as_base64(d["embedding"])} for d in response["data"]]
         return {**response, "data": data}
 
-    return await jobs.respond(services, job, wait_seconds, shape)
+    return await jobs.respond(services, job, wait_seconds, shape, admission.headers)
 
 
 def attach_router(app: FastAPI) -> None:

@@ -1,25 +1,31 @@
 """Turning requests into LLMJob resources, and their outcomes into answers.
 
-The API enqueues each job itself (the operator is not on the hot path); the
-operator later records Accepted, and its own enqueue attempt is a no-op thanks
-to the marker in ``llmloom.queues``.
+A request is admitted first (the tenant's and the flavor's rate limits, the
+tenant's token budget: ``llmloom.ratelimit``), then becomes an LLMJob. The API
+enqueues each job itself (the operator is not on the hot path); the operator
+later records Accepted, and its own enqueue attempt is a no-op thanks to the
+marker in ``llmloom.queues``. When the job finishes, its estimated tokens are
+settled with the ones the provider counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from llmloom import API_VERSION, conditions, queues, results
+from llmloom import API_VERSION, conditions, queues, ratelimit, results, tokens
 from llmloom.api.errors import APIError
 from llmloom.api.observability import PROVIDER_MS
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
 from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
-from llmloom.resources import Flavor, LLMJob, LLMJobSpec
+from llmloom.resources import Flavor, LLMJob, LLMJobSpec, RateLimit
 
 ORIGIN_LABEL = "llmloom.io/origin"
 
@@ -41,6 +47,185 @@ async def resolve_flavor(services: Services, namespace: str, model: str) -> Flav
     )
 
 
+# A flavor that runs its own model server and whose pods no node can take cannot
+# answer: the request would wait for a GPU that is not there.
+UNAVAILABLE_REASONS = frozenset({"Unschedulable"})
+UNAVAILABLE_RETRY_SECONDS = 30
+
+
+def unavailable_reason(flavor: Flavor) -> str | None:
+    """Why a flavor cannot serve a request now ("Reason: message"), or None if it can (or
+    may: unknown readiness, a model server starting, scaled to zero)."""
+    if flavor.spec.deploy is None:
+        return None
+    ready = conditions.find([c.wire() for c in flavor.status.conditions], conditions.READY)
+    if ready is None or ready.get("status") != "False":
+        return None
+    if ready.get("reason") not in UNAVAILABLE_REASONS:
+        return None
+    seen = ready.get("observedGeneration")
+    if seen is not None and seen != flavor.metadata.generation:
+        return None  # a verdict on an older spec
+    return f"{ready.get('reason')}: {ready.get('message', '')}".rstrip(": ")
+
+
+async def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None:
+    """503 when neither the flavor nor any of its failover flavors can serve now."""
+    reason = unavailable_reason(flavor)
+    if reason is None:
+        return
+    for name in flavor.spec.failover_flavors:
+        found = await services.kube.find(FLAVORS, namespace, name)
+        if found is not None and unavailable_reason(Flavor.model_validate(found)) is None:
+            return
+    raise APIError(
+        503,
+        f"The model '{flavor.metadata.name}' cannot serve requests now ({reason}). "
+        "Please try again later.",
+        "server_error",
+        code="service_unavailable",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+    )
+
+
+@dataclass
+class Admission:
+    """An admitted request: its x-ratelimit-* headers and the charge to settle."""
+
+    charge: ratelimit.Charge
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def chat_estimate(flavor: Flavor, contents: list[str], max_tokens: int | None) -> int:
+    """Tokens a chat request may spend, as OpenAI's limits count them before it runs: the
+    prompt, plus the completion it asks for at most."""
+    enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
+    limit = flavor.spec.max_output_tokens
+    completion = min(max_tokens, limit) if max_tokens and limit else max_tokens or 0
+    return tokens.count_chat_tokens(contents, enc) + completion
+
+
+def texts_estimate(flavor: Flavor, texts: list[str]) -> int:
+    """Tokens of texts to embed."""
+    enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
+    return sum(len(enc.encode(t, disallowed_special=())) for t in texts)
+
+
+def spec_estimate(flavor: Flavor, spec: LLMJobSpec) -> int:
+    """Tokens a job spec may spend, from what it holds inline (a document fetched later
+    is charged when its job finishes)."""
+    max_tokens = spec.parameters.max_tokens if spec.parameters else None
+    if spec.messages:
+        return chat_estimate(flavor, [m.content for m in spec.messages], max_tokens)
+    if spec.texts:
+        return texts_estimate(flavor, spec.texts)
+    return 0
+
+
+def refusal(
+    decision: ratelimit.Decision,
+    limits: ratelimit.TenantLimits,
+    estimate: int,
+    headers: dict[str, str],
+    now: datetime,
+) -> APIError:
+    """The 429 of a refused request, worded and coded as OpenAI's."""
+    if decision.outcome == "over_budget":
+        period = decision.period
+        left = max(0, (limits.token_budget or 0) - decision.budget_used)
+        return APIError(
+            429,
+            f"You exceeded your token budget for this {period.kind} ({period.id}): "
+            f"limit {limits.token_budget}, used {decision.budget_used}, left {left}, "
+            f"this request needs about {estimate}. It resets at "
+            f"{period.end.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
+            "insufficient_quota",
+            code="insufficient_quota",
+            # The SDKs retry 429s; waiting minutes cannot help a spent budget.
+            headers={
+                **headers,
+                "Retry-After": str(math.ceil((period.end - now).total_seconds())),
+                "x-should-retry": "false",
+            },
+        )
+    rate = decision.refused
+    assert rate is not None
+    unit = "requests per min (RPM)" if rate.kind == "requests" else "tokens per min (TPM)"
+    if decision.outcome == "too_large":
+        return APIError(
+            429,
+            f"Request too large for {rate.holder} on {unit}: Limit {rate.limit}, "
+            f"Requested {rate.cost}. Send a smaller request.",
+            rate.kind,
+            code="rate_limit_exceeded",
+            headers={**headers, "x-should-retry": "false"},
+        )
+    wait = ratelimit.format_duration(decision.retry_after)
+    return APIError(
+        429,
+        f"Rate limit reached for {rate.holder} on {unit}: Limit {rate.limit}, "
+        f"Requested {rate.cost}. Please try again in {wait}.",
+        rate.kind,
+        code="rate_limit_exceeded",
+        headers={
+            **headers,
+            "Retry-After": str(max(1, math.ceil(decision.retry_after))),
+            "retry-after-ms": str(max(1, math.ceil(decision.retry_after * 1000))),
+        },
+    )
+
+
+async def admit(
+    services: Services, namespace: str, flavor: Flavor, estimate: Callable[[], int]
+) -> Admission:
+    """Hold a request to its tenant's and flavor's limits and its tenant's budget: the 429
+    when it does not fit, else what it was charged."""
+    limits = await services.limits.get(namespace)
+    per_flavor = flavor.spec.rate_limit or RateLimit()
+    counted = (
+        limits.tokens_per_minute is not None
+        or limits.token_budget is not None
+        or per_flavor.tokens_per_minute is not None
+    )
+    # Counting is CPU work (a request may hold megabytes): off the event loop, and only
+    # where a limit needs the number before the provider counts it.
+    cost = await asyncio.to_thread(estimate) if counted else 0
+    name = flavor.metadata.name
+    rates = ratelimit.rates_for(
+        namespace, name, limits, per_flavor.requests_per_minute, per_flavor.tokens_per_minute, cost
+    )
+    now = datetime.now(UTC)
+    period = ratelimit.budget_period(limits.budget_period, now)
+    decision = await ratelimit.admit(
+        services.redis, namespace, name, rates, limits.token_budget, period, cost
+    )
+    headers = ratelimit.rate_headers(decision.states)
+    if not decision.admitted:
+        kind = decision.refused.kind if decision.refused else "budget"
+        services.metrics.rate_limited.labels(namespace, kind).inc()
+        raise refusal(decision, limits, cost, headers, now)
+    return Admission(ratelimit.charge_for(namespace, name, decision, rates, cost), headers)
+
+
+async def settle(
+    services: Services, uid: str, version: int, outcome: results.Outcome | None = None
+) -> None:
+    """Charge a finished job's tokens in place of its estimate, once (whichever waiter or
+    API replica comes first), and count them in the metrics."""
+    charge = await ratelimit.claim(services.redis, uid, version)
+    if charge is None:
+        return
+    outcome = outcome or await results.load(services.redis, uid, version)
+    if outcome is None:  # not finished after all: keep the charge for later
+        await ratelimit.hold(
+            services.redis, uid, version, charge, services.settings.result_ttl_seconds
+        )
+        return
+    prompt, completion = ratelimit.spent(outcome.usage)
+    settled = await ratelimit.apply(services.redis, charge, prompt, completion, outcome.flavor)
+    services.metrics.count_tokens(settled.tenant, settled.flavor, prompt, completion)
+
+
 async def submit(
     services: Services,
     namespace: str,
@@ -48,23 +233,35 @@ async def submit(
     spec: LLMJobSpec,
     prefix: str,
     name: str | None = None,
+    admission: Admission | None = None,
 ) -> LLMJob:
-    """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue."""
+    """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue;
+    an admitted request's charge waits for the job to finish."""
     metadata: dict[str, Any] = {"labels": {ORIGIN_LABEL: "api"}}
     metadata.update({"name": name} if name else {"generateName": prefix})
     body = {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": metadata, "spec": spec.wire()}
     try:
         job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
-    except KubeError as exc:
-        if exc.code == 409:
+    except Exception as exc:
+        if admission is not None:  # no job, no tokens: give the estimate back
+            await ratelimit.apply(services.redis, admission.charge, 0, 0)
+        if isinstance(exc, KubeError) and exc.code == 409:
             raise APIError(
                 409, exc.message, "invalid_request_error", code="already_exists"
             ) from exc
-        if exc.code in (400, 422):
+        if isinstance(exc, KubeError) and exc.code in (400, 422):
             raise APIError(
                 400, exc.message, "invalid_request_error", code="invalid_request"
             ) from exc
         raise
+    uid, version = job.metadata.uid, job.metadata.generation
+    if admission is not None:
+        ttl = services.settings.result_ttl_seconds
+        await ratelimit.hold(services.redis, uid, version, admission.charge, ttl)
+        # The operator enqueues too: a fast worker may have finished before the hold, and
+        # its announcement found nothing to settle.
+        if await services.redis.exists(results.result_key(uid, version)):
+            await settle(services, uid, version)
     ref = queues.JobRef(
         namespace=namespace,
         name=job.metadata.name,
@@ -91,10 +288,12 @@ async def respond(
     job: LLMJob,
     wait_seconds: float,
     shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """Wait for the job's answer: the OpenAI response (through ``shape``), its error, or
-    past the wait, 202 with the task to poll."""
-    headers = {TASK_HEADER: job.metadata.name}
+    past the wait, 202 with the task to poll; every answer carries ``headers``."""
+    extra = headers or {}
+    headers = {**extra, TASK_HEADER: job.metadata.name}
     outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
     if outcome is None:
         location = f"/v1/tasks/{job.metadata.name}"
@@ -105,11 +304,14 @@ async def respond(
             "location": location,
         }
         return JSONResponse(body, 202, headers={**headers, "Location": location})
-    if outcome.usage is not None and outcome.flavor is not None:
-        services.metrics.count_tokens(job.metadata.namespace, outcome.flavor, outcome.usage)
+    await settle(services, job.metadata.uid, job.metadata.generation, outcome)
     if outcome.provider_ms is not None:
         headers[PROVIDER_MS] = str(outcome.provider_ms)
-    response = raise_for_outcome(outcome)
+    try:
+        response = raise_for_outcome(outcome)
+    except APIError as exc:
+        exc.headers = {**extra, **(exc.headers or {})}
+        raise
     return JSONResponse(shape(response) if shape else response, headers=headers)
 
 

@@ -80,9 +80,13 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
             code="model_not_found",
         )
     flavor = Flavor.model_validate(found)
-    job = await jobs.submit(services, tenant, flavor, spec, prefix="job-", name=request.name)
+    admission = await jobs.admit(services, tenant, flavor, lambda: jobs.spec_estimate(flavor, spec))
+    job = await jobs.submit(
+        services, tenant, flavor, spec, prefix="job-", name=request.name, admission=admission
+    )
     obj = await services.kube.get(LLMJOBS, tenant, job.metadata.name)
-    return JSONResponse(view(obj), 201, headers={"Location": f"/v1/jobs/{job.metadata.name}"})
+    location = f"/v1/jobs/{job.metadata.name}"
+    return JSONResponse(view(obj), 201, headers={**admission.headers, "Location": location})
 
 
 @router.get("/v1/jobs")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from llmloom import __version__, tokens
-from llmloom.api import chat, embeddings, errors, health, llmjobs, models, observability, tasks
+from llmloom.api import (
+    chat,
+    embeddings,
+    errors,
+    health,
+    jobs,
+    llmjobs,
+    models,
+    observability,
+    tasks,
+)
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.services import Services
 from llmloom.settings import ApiSettings
@@ -20,7 +31,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tokens.prepare_offline_cache()
-        app.state.services = await Services.start(settings, metrics)
+        services = app.state.services = await Services.start(settings, metrics)
+        services.waiter.on_done = functools.partial(jobs.settle, services)
         try:
             yield
         finally:

@@ -1,15 +1,22 @@
-"""GET /v1/models: the flavors of the caller's tenant that can take work now."""
+"""What a tenant can use and has used: GET /v1/models (its flavors that can take work
+now) and GET /v1/usage (its requests and tokens in the current budget period)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from llmloom import conditions
+from llmloom import conditions, ratelimit
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError
+from llmloom.api.protocol import (
+    FlavorUsage,
+    UsageLimits,
+    UsagePeriod,
+    UsageResponse,
+)
 from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor
 
@@ -64,6 +71,55 @@ async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dic
             code="model_not_found",
         )
     return model_entry(Flavor.model_validate(item), _created(item))
+
+
+def usage_view(
+    tenant: str,
+    limits: ratelimit.TenantLimits,
+    period: ratelimit.BudgetPeriod,
+    usage: ratelimit.Usage,
+) -> UsageResponse:
+    """A tenant's usage as GET /v1/usage answers it."""
+    totals = usage.totals
+    budget = limits.token_budget
+    remaining = None
+    if budget is not None:
+        remaining = max(0, budget - totals.total_tokens - usage.pending_tokens)
+    return UsageResponse(
+        tenant=tenant,
+        period=UsagePeriod(type=period.kind, id=period.id, start=period.start, end=period.end),
+        requests=totals.requests,
+        prompt_tokens=totals.prompt_tokens,
+        completion_tokens=totals.completion_tokens,
+        total_tokens=totals.total_tokens,
+        pending_tokens=usage.pending_tokens,
+        budget_remaining=remaining,
+        limits=UsageLimits(
+            requests_per_minute=limits.requests_per_minute,
+            tokens_per_minute=limits.tokens_per_minute,
+            token_budget=budget,
+        ),
+        flavors=[
+            FlavorUsage(
+                flavor=name,
+                requests=t.requests,
+                prompt_tokens=t.prompt_tokens,
+                completion_tokens=t.completion_tokens,
+                total_tokens=t.total_tokens,
+            )
+            for name, t in usage.flavors.items()
+        ],
+    )
+
+
+@router.get("/v1/usage")
+async def get_usage(services: ServicesDep, tenant: TenantDep) -> UsageResponse:
+    """The tenant's requests and tokens in the current budget period, in all and per
+    flavor, with its limits (an LLMLoom extension)."""
+    limits = await services.limits.get(tenant)
+    period = ratelimit.budget_period(limits.budget_period, datetime.now(UTC))
+    usage = await ratelimit.read_usage(services.redis, tenant, period)
+    return usage_view(tenant, limits, period, usage)
 
 
 def attach_router(app: FastAPI) -> None:

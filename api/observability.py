@@ -60,9 +60,16 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def count_tokens(self, tenant: str, flavor: str, usage: dict[str, int]) -> None:
-        self.tokens.labels(tenant, flavor, "prompt").inc(usage.get("promptTokens", 0))
-        self.tokens.labels(tenant, flavor, "completion").inc(usage.get("completionTokens", 0))
+        self.rate_limited = Counter(
+            "llmloom_api_rate_limited",
+            "Requests refused with 429, by the limit they hit (requests, tokens, budget)",
+            ["tenant", "limit"],
+            registry=self.registry,
+        )
+
+    def count_tokens(self, tenant: str, flavor: str, prompt: int, completion: int) -> None:
+        self.tokens.labels(tenant, flavor, "prompt").inc(prompt)
+        self.tokens.labels(tenant, flavor, "completion").inc(completion)
 
 
 def _route(request: Request) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -79,3 +80,51 @@ class TaskInfo(BaseModel):
     created_at: str | None = None
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+
+
+class UsageTotals(BaseModel):
+    """Requests and tokens in a budget period."""
+
+    requests: int
+    """Requests admitted."""
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class FlavorUsage(UsageTotals):
+    """One flavor's part: requests by the flavor asked for, tokens by the one that answered."""
+
+    flavor: str
+
+
+class UsagePeriod(BaseModel):
+    """The calendar period (UTC) of the tenant's token budget."""
+
+    type: Literal["month", "day"]
+    id: str
+    """``2026-11`` or ``2026-11-22``."""
+    start: datetime
+    end: datetime
+
+
+class UsageLimits(BaseModel):
+    """The limits that hold the tenant (null: none)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    token_budget: int | None
+
+
+class UsageResponse(UsageTotals):
+    """GET /v1/usage: the tenant's usage in the current budget period (LLMLoom's own)."""
+
+    object: Literal["llmloom.usage"] = "llmloom.usage"
+    tenant: str
+    period: UsagePeriod
+    pending_tokens: int
+    """Estimated tokens of requests still running (settled when they finish)."""
+    budget_remaining: int | None
+    """Tokens left in the budget (estimates of running requests count); null: no budget."""
+    limits: UsageLimits
+    flavors: list[FlavorUsage]

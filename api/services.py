@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from llmloom import ratelimit
 from llmloom.api.auth import TokenAuth
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.waiter import ResultWaiter
@@ -24,6 +25,7 @@ class Services:
     sync_redis: SyncRedis  # RQ's enqueue is synchronous; it runs in a thread
     waiter: ResultWaiter
     auth: TokenAuth
+    limits: ratelimit.TenantLimitsSource
     metrics: ApiMetrics
 
     @classmethod
@@ -39,6 +41,16 @@ class Services:
             sync_redis=SyncRedis.from_url(settings.redis_url),
             waiter=waiter,
             auth=TokenAuth(kube, settings.token_cache_seconds),
+            limits=ratelimit.TenantLimitsSource(
+                kube,
+                ratelimit.TenantLimits(
+                    requests_per_minute=settings.requests_per_minute,
+                    tokens_per_minute=settings.tokens_per_minute,
+                    token_budget=settings.token_budget,
+                    budget_period=settings.token_budget_period,
+                ),
+                settings.limits_cache_seconds,
+            ),
             metrics=metrics,
         )
 

@@ -46,6 +46,8 @@ async def get_task(
         outcome = await services.waiter.wait(uid, gen, timeout)
     else:
         outcome = await results.load(services.redis, uid, gen)
+    if outcome is not None:
+        await jobs.settle(services, uid, gen, outcome)
     return jobs.task_info(obj, outcome)
 
 

@@ -5,14 +5,19 @@ and wakes the requests waiting on that job. A waiter registers before it
 checks the stored result, so an announcement can never fall between the check
 and the wait. If the subscription drops, it is re-established and every waiter
 re-checks, so a missed announcement costs a round trip, not a hang.
+
+Each announcement is also handed to ``on_done`` (settling the tokens of the
+request behind it), whether or not anyone still waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 
@@ -26,9 +31,12 @@ class ResultWaiter:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.on_done: Callable[[str, int], Awaitable[None]] | None = None
+        """Called with the uid and version of every job version announced as finished."""
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._callbacks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="llmloom-result-waiter")
@@ -39,6 +47,27 @@ class ResultWaiter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._callbacks:
+            await asyncio.wait(self._callbacks, timeout=5)
+
+    def _announced(self, uid: str, data: bytes | str) -> None:
+        """Run ``on_done`` for an announcement, beside the listener (it talks to Redis)."""
+        if self.on_done is None:
+            return
+        try:
+            version = int(json.loads(data)["version"])
+        except (ValueError, KeyError, TypeError):
+            return
+        task = asyncio.create_task(self._call(self.on_done, uid, version))
+        self._callbacks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._callbacks.discard)
+
+    @staticmethod
+    async def _call(fn: Callable[[str, int], Awaitable[None]], uid: str, version: int) -> None:
+        try:
+            await fn(uid, version)
+        except Exception:
+            log.exception("handling the end of job %s (version %d) failed", uid, version)
 
     def _wake(self, uid: str | None = None) -> None:
         groups = [self._waiters.get(uid, set())] if uid else list(self._waiters.values())
@@ -59,6 +88,7 @@ class ResultWaiter:
                         channel = msg["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else channel
                         self._wake(channel[len(prefix) :])
+                        self._announced(channel[len(prefix) :], msg["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
