@@ -147,9 +147,9 @@ def bounded(wanted: int, budget: int | None, what: str) -> int:
     if size < MIN_CHUNK_TOKENS:
         raise JobFailed(
             CONTEXT_OVERFLOW,
-            f"the flavor's contextWindow leaves {budget} tokens for {what} after the "
-            "instruction and the room for the answer; lower parameters.maxTokens or use a "
-            "flavor with a larger context",
+            f"the model's context leaves {budget} tokens for {what} after the instruction "
+            "and the room for the answer; lower parameters.maxTokens, or use a flavor with a "
+            "larger context",
             400,
         )
     return size
