@@ -412,10 +412,14 @@ def _with_hint(exc: JobFailed, chunk_tokens: int) -> JobFailed:
 async def run(
     s: Session,
     text: str,
-    document_tokens: int,
+    document_tokens: int | None,
     fallback: Flavor | None,
 ) -> tuple[str, dict[str, Any]]:
     """Process the document by its strategy.
+
+    Args:
+        document_tokens: the document's length, if counted already (a strategy that
+            chunks anyway needs no count of the whole).
 
     Returns:
         The final answer and what to tell about how it was made.
@@ -426,6 +430,10 @@ async def run(
     reduce_prompt = spec.reduce_prompt or DEFAULT_REDUCE_PROMPT
     requested = spec.strategy or "auto"
     chunks_spec = spec.chunking or Chunking()
+    if document_tokens is None and requested in ("auto", "single"):
+        # In a thread, as the cutting below: a large document takes seconds of CPU, which
+        # must not hold up the other jobs of this worker, or its lease renewals.
+        document_tokens = await asyncio.to_thread(chunking.count, text, s.enc)
     output = output_tokens(s.job, primary)
     prompt_tokens = chunking.count(prompt, s.enc)
     budget = input_budget(primary.spec.context_window, output, prompt_tokens)
@@ -433,20 +441,16 @@ async def run(
         input_budget(fallback.spec.context_window, output, prompt_tokens) if fallback else None
     )
     chosen = plan(
-        requested, document_tokens, chunks_spec, budget, output, fb_budget, fallback is not None
+        requested, document_tokens or 0, chunks_spec, budget, output, fb_budget, bool(fallback)
     )
-    about: dict[str, Any] = {
-        "strategy": chosen.strategy,
-        "requested": requested,
-        "documentTokens": document_tokens,
-    }
+    about: dict[str, Any] = {"strategy": chosen.strategy, "requested": requested}
     if chosen.strategy == "single":
         s.plan_calls(1, "single")
         try:
             got = await s.ask(
                 single_messages(text, prompt), fallback if chosen.on_fallback else None
             )
-            return content_of(got), about | {"chunks": 1}
+            return content_of(got), about | {"chunks": 1, "documentTokens": document_tokens}
         except JobFailed as exc:
             if exc.reason != CONTEXT_OVERFLOW or requested != "auto":
                 raise
@@ -467,9 +471,15 @@ async def run(
         input_budget(window, output, prompt_tokens + chunking.count(reduce_prompt, s.enc)),
         "the answers to combine",
     )
-    pieces = chunking.split(text, chosen.chunk_tokens, s.enc)
+    cutting = time.monotonic()
+    pieces = await asyncio.to_thread(chunking.split, text, chosen.chunk_tokens, s.enc)
     n, limit = len(pieces), primary.spec.concurrency
-    about |= {"chunks": n, "chunkTokens": chosen.chunk_tokens}
+    about |= {
+        "chunks": n,
+        "chunkTokens": chosen.chunk_tokens,
+        "documentTokens": document_tokens or sum(c.tokens for c in pieces),
+        "timings": {"chunkMs": round((time.monotonic() - cutting) * 1000, 1)},
+    }
     reduce = chunks_spec.reduce_summary
     try:
         if chosen.strategy == "mapReduce":
@@ -735,7 +745,6 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
     text = await load_document(deps, job)
     loaded = time.monotonic()
     enc = tokens.encoding_for(primary.spec.model, primary.spec.tokenizer)
-    document_tokens = chunking.count(text, enc)
 
     async def call(messages: list[Message], flavor: Flavor) -> Answer:
         own = flavor.metadata.name == primary.metadata.name
@@ -747,7 +756,7 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
     throttle = Throttle(write)
     session = Session(job, primary, call, throttle.update, enc)
     try:
-        final, about = await run(session, text, document_tokens, fallback)
+        final, about = await run(session, text, None, fallback)
     except asyncio.CancelledError:
         throttle.cancel()
         raise
@@ -755,6 +764,7 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
         await throttle.aclose()
     about["timings"] = {
         "loadMs": round((loaded - started) * 1000, 1),
+        **about.get("timings", {}),
         "callsMs": round(session.busy_ms(), 1),
         "totalMs": round((time.monotonic() - started) * 1000, 1),
     }

@@ -119,7 +119,7 @@ def test_context_overflow_switches_to_chunking_on_the_real_model(
     }
 
 
-def test_the_configmap_example_runs_iteratively_on_the_real_model(
+def test_the_document_examples_run_on_the_real_model(
     tenant: Tenant,
     model_server: ModelServer,
     start_worker: Callable[..., Proc],
@@ -138,10 +138,14 @@ def test_the_configmap_example_runs_iteratively_on_the_real_model(
     start_worker(f"{tenant.namespace}/smollm2")
     # As the example's comment says: the ConfigMap first, then the job.
     tenant.kubectl("create", "configmap", "release-notes", f"--from-file={RELEASE_NOTES}")
-    job = yaml.safe_load((EXAMPLES / "llmjob-document-configmap.yaml").read_text())
-    job["spec"]["parameters"]["maxTokens"] = 40  # a shorter answer: CPU time
-    apply(tenant, job)
-    name = job["metadata"]["name"]
+    jobs = {}
+    for example in ("llmjob-document-configmap.yaml", "llmjob-document-mapreduce.yaml"):
+        job = yaml.safe_load((EXAMPLES / example).read_text())
+        job["spec"]["parameters"]["maxTokens"] = 40  # shorter answers: CPU time
+        apply(tenant, job)
+        jobs[job["spec"]["strategy"]] = job["metadata"]["name"]
+
+    name = jobs["iterative"]
     status = finish(tenant, name, timeout=240)
     answer = stored(redis_server, status)
     about = answer["llmloom"]
@@ -151,6 +155,14 @@ def test_the_configmap_example_runs_iteratively_on_the_real_model(
     assert answer["choices"][0]["message"]["content"].strip()
     row = tenant.kubectl("get", "llmjob", name, "--no-headers").split()
     assert row[:4] == [name, "smollm2", "document", "Succeeded"] and int(row[4]) > 500
+
+    status = finish(tenant, jobs["mapReduce"], timeout=240)
+    answer = stored(redis_server, status)
+    about = answer["llmloom"]
+    # Six paragraphs of ~80 tokens, two to a chunk of 200: three maps, one reduce.
+    assert (about["chunks"], about["calls"], about["reduceLevels"]) == (3, 4, 1)
+    assert answer["choices"][0]["message"]["content"].strip()
+    assert status["usage"]["totalTokens"] == answer["usage"]["total_tokens"] > 467
 
 
 def test_a_short_document_takes_one_call_through_the_jobs_api(
