@@ -13,14 +13,17 @@ The document (inline, a ConfigMap or Secret key, or a URL) is cut into turns of
   carrying the answers of the ``summaryTurns`` calls before it; then combined
   as in mapReduce;
 - ``auto``: single when the document fits the flavor's ``contextWindow`` (or
-  the window is unknown), else the fallbackFlavor when it has one, else
-  mapReduce; and a context overflow reported by the provider switches to
-  mapReduce instead of failing the job.
+  the window is unknown), else the fallbackFlavor when it holds it, else
+  mapReduce; a context overflow reported by the provider switches to
+  mapReduce, with chunks sized from the context its error states, instead of
+  failing the job.
 
 Every call goes through ``llmloom.worker.calls.complete``: retries, failover
 and fallback as for a chat job. Usage is summed over the calls; the result is a
 chat completion whose ``llmloom`` key says how it was made. Progress goes into
-``status.progress`` at most about once a second.
+``status.progress`` at most about once a second. Cutting and counting run in a
+thread: a large document takes seconds of CPU, which must not hold up the
+worker's other jobs or its lease renewals.
 """
 
 from __future__ import annotations
