@@ -10,9 +10,11 @@ from fastapi import FastAPI
 
 from llmloom import __version__, tokens
 from llmloom.api import (
+    batches,
     chat,
     embeddings,
     errors,
+    files,
     health,
     jobs,
     llmjobs,
@@ -42,6 +44,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="LLMLoom", version=__version__, lifespan=lifespan)
     errors.install(app)
     observability.install(app, metrics, settings.max_body_bytes)
-    for module in (health, chat, embeddings, models, tasks, llmjobs):
+    for module in (health, chat, embeddings, models, tasks, llmjobs, files, batches):
         module.attach_router(app)
     return app

@@ -97,6 +97,35 @@ CRDS = [
             {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
         ],
     ),
+    CrdInfo(
+        kind="LLMBatch",
+        plural="llmbatches",
+        singular="llmbatch",
+        short_names=["llmb"],
+        spec=resources.LLMBatchSpec,
+        status=resources.LLMBatchStatus,
+        description="An OpenAI batch: the requests of an input file, run as LLMJobs.",
+        columns=[
+            {"name": "State", "type": "string", "jsonPath": ".status.state"},
+            {"name": "Total", "type": "integer", "jsonPath": ".status.requestCounts.total"},
+            {
+                "name": "Completed",
+                "type": "integer",
+                "jsonPath": ".status.requestCounts.completed",
+            },
+            {"name": "Failed", "type": "integer", "jsonPath": ".status.requestCounts.failed"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {"name": "Endpoint", "type": "string", "jsonPath": ".spec.endpoint", "priority": 1},
+            {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
+        ],
+        rules=[
+            resources.cel(
+                "size(self.metadata.name) <= 56",
+                "LLMBatch names are at most 56 characters: they name and label the batch's "
+                "jobs (<batch>-<n>)",
+            )
+        ],
+    ),
 ]
 
 

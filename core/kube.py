@@ -51,6 +51,7 @@ class Resource:
 
 FLAVORS = Resource(GROUP, VERSION, "flavors")
 LLMJOBS = Resource(GROUP, VERSION, "llmjobs")
+LLMBATCHES = Resource(GROUP, VERSION, "llmbatches")
 SECRETS = Resource("", "v1", "secrets")
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")

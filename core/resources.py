@@ -622,3 +622,147 @@ class LLMJob(Model):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: LLMJobSpec
     status: LLMJobStatus = Field(default_factory=LLMJobStatus)
+
+
+# --------------------------------------------------------------------------- LLMBatch
+
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/embeddings"]
+BatchState = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+
+
+class LLMBatchSpec(Model):
+    """Requests of an OpenAI batch file, run as LLMJobs within a completion window.
+
+    Created by POST /v1/batches, which checks the input file and turns each of its
+    lines into an LLMJob spec (or the error the same request would get)."""
+
+    input_file_id: str = Field(
+        min_length=1,
+        max_length=256,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "inputFileId is immutable; create a new batch instead")
+            ]
+        },
+    )
+    """The uploaded file (purpose batch) whose lines are the requests, one JSON object each."""
+    endpoint: BatchEndpoint = Field(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "endpoint is immutable; create a new batch instead")
+            ]
+        }
+    )
+    """The API every request of the batch goes to: /v1/chat/completions or /v1/embeddings."""
+    completion_window: Literal["24h"] = Field(
+        default="24h",
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self == oldSelf", "completionWindow is immutable")]
+        },
+    )
+    """Time the batch has from its creation; requests not run by then end as batch_expired."""
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.all(k, size(k) <= 64)", "spec.metadata keys are at most 64 characters")
+            ]
+        },
+    )
+    """Up to 16 key-value pairs for the caller's own use (keys up to 64 characters)."""
+    cancel: bool = Field(
+        default=False,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self || !oldSelf", "a cancelled batch cannot be resumed; create a new one")
+            ]
+        },
+    )
+    """True cancels the batch: requests not finished are stopped, and the output and error
+    files hold what had finished."""
+
+
+class BatchError(Model):
+    """Why a batch failed validation, as OpenAI reports it."""
+
+    code: str = Field(max_length=128)
+    """Machine-readable code, e.g. invalid_json_line, duplicate_custom_id."""
+    message: str = Field(max_length=4096)
+    """What is wrong, for a person."""
+    line: int | None = None
+    """Line of the input file (from 1), where one is at fault."""
+    param: str | None = Field(default=None, max_length=256)
+    """Field of the line at fault, where one is."""
+
+
+class RequestCounts(Model):
+    """How many of the batch's requests ended, and how."""
+
+    total: int = 0
+    """Requests (lines) in the input file."""
+    completed: int = 0
+    """Requests that succeeded: lines of the output file."""
+    failed: int = 0
+    """Requests that failed or were not run: lines of the error file."""
+
+
+class LLMBatchStatus(Model):
+    """Observed state of a batch."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    """Succeeded once the batch ended: True when completed, False when it failed, expired or
+    was cancelled."""
+    state: BatchState | None = None
+    """The OpenAI batch status: validating, failed, in_progress, finalizing, completed,
+    expired, cancelling or cancelled."""
+    request_counts: RequestCounts | None = None
+    """Requests in all, succeeded and failed."""
+    usage: Usage | None = None
+    """Tokens spent by the batch's requests, summed."""
+    output_file_id: str | None = None
+    """File holding the responses of the requests that succeeded, once the batch ended."""
+    error_file_id: str | None = None
+    """File holding the requests that failed or were not run, once the batch ended."""
+    errors: list[BatchError] | None = Field(default=None, max_length=1000)
+    """Why the input file was refused (state failed)."""
+    in_progress_at: datetime | None = None
+    """When the requests started to run."""
+    expires_at: datetime | None = None
+    """When the completion window ends."""
+    finalizing_at: datetime | None = None
+    """When the output and error files started to be written."""
+    completed_at: datetime | None = None
+    """When the batch completed."""
+    failed_at: datetime | None = None
+    """When the batch failed validation."""
+    expired_at: datetime | None = None
+    """When the batch expired."""
+    cancelling_at: datetime | None = None
+    """When the cancellation started."""
+    cancelled_at: datetime | None = None
+    """When the cancellation ended."""
+    message: str | None = None
+    """Human-readable summary of the latest state."""
+
+
+class LLMBatch(Model):
+    """An LLMBatch object as read from the API server."""
+
+    api_version: str = API_VERSION
+    kind: Literal["LLMBatch"] = "LLMBatch"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LLMBatchSpec
+    status: LLMBatchStatus = Field(default_factory=LLMBatchStatus)

@@ -23,6 +23,8 @@ class CommonSettings(BaseSettings):
     """Kubeconfig file; unset means $KUBECONFIG, ~/.kube/config, then in-cluster."""
     result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     """How long stored results live in Redis."""
+    file_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    """How long uploaded files and batches' output and error files live in Redis."""
     log_level: str = "INFO"
 
 
@@ -53,6 +55,11 @@ class OperatorSettings(CommonSettings):
     """ClusterRole the workers' RoleBinding grants (the chart creates it)."""
     worker_redis_url: str | None = None
     """Redis URL given to workers; defaults to redis_url."""
+    batch_resync_seconds: float = Field(default=5.0, gt=0)
+    """How often every unfinished batch is looked at (its jobs' events also wake it)."""
+    batch_max_active_jobs: int = Field(default=500, ge=1)
+    """Unfinished LLMJobs one batch keeps at most; the next lines become jobs as these end
+    (etcd holds the jobs in flight, not a whole batch file)."""
 
 
 class WorkerSettings(CommonSettings):
@@ -75,6 +82,9 @@ class WorkerSettings(CommonSettings):
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
     """On SIGTERM, how long running jobs may take to finish before they are handed back
     to the queue (keep it under the pod's terminationGracePeriodSeconds)."""
+    flavor_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a flavor read from the API server is used before it is read again (an
+    edit to a flavor reaches running workers within this time)."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """How often the worker and its running jobs' RQ records are marked alive."""
     ready_file: str | None = None

@@ -21,11 +21,12 @@ import kopf
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import GROUP, VERSION, conditions, events, queues
+from llmloom import GROUP, VERSION, batches, conditions, events, queues
 from llmloom.events import EventType
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
 from llmloom.operator.admission import Admission, admit
+from llmloom.operator.batches import BatchController
 from llmloom.operator.flavors import FlavorController, FlavorDeps
 from llmloom.operator.jobs import JobController
 from llmloom.resources import Flavor, LLMJob
@@ -45,6 +46,7 @@ class Memo:
     """The async API client; it and the controllers are made at startup, on kopf's loop."""
     flavors: FlavorController | None = None
     jobs: JobController | None = None
+    batches: BatchController | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -63,6 +65,8 @@ async def startup(memo: Memo, **_: Any) -> None:
     )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
     memo.tasks.append(asyncio.create_task(memo.jobs.run(), name="llmloom-jobs"))
+    memo.batches = BatchController(memo.settings, deps.kube, memo.jobs.aredis)
+    memo.tasks.append(asyncio.create_task(memo.batches.run(), name="llmloom-batches"))
 
 
 async def cleanup(memo: Memo, **_: Any) -> None:
@@ -81,6 +85,19 @@ def job_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
     """Keep the job controller's view of jobs current."""
     if memo.jobs is not None:
         memo.jobs.observe(type, body)
+
+
+# Async, so that they run on the loop the batch controller's tasks and events live on.
+async def batch_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
+    """Keep the batch controller's view of batches current."""
+    if memo.batches is not None:
+        memo.batches.observe(type, body)
+
+
+async def batch_job_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
+    """A batch's job changed: its batch may have a request to record, or room for more."""
+    if memo.batches is not None:
+        memo.batches.observe_job(body)
 
 
 def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
@@ -238,6 +255,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     # Watch-event handlers need no finalizer: objects stay deletable without the operator.
     kopf.on.event(GROUP, VERSION, "llmjobs", registry=registry)(job_event)
     kopf.on.event(GROUP, VERSION, "flavors", registry=registry)(flavor_changed)
+    kopf.on.event(GROUP, VERSION, "llmbatches", registry=registry)(batch_event)
+    kopf.on.event(
+        GROUP, VERSION, "llmjobs", labels={batches.BATCH_LABEL: kopf.PRESENT}, registry=registry
+    )(batch_job_event)
     for group_version, plural in (("apps/v1", "deployments"), ("v1", "pods")):
         kopf.on.event(
             group_version, plural, labels={builders.FLAVOR_LABEL: kopf.PRESENT}, registry=registry

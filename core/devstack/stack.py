@@ -50,6 +50,7 @@ def install_crds(cluster: Cluster) -> None:
         "--timeout=60s",
         "crd/flavors.llmloom.io",
         "crd/llmjobs.llmloom.io",
+        "crd/llmbatches.llmloom.io",
     )
 
 

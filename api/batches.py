@@ -1,0 +1,359 @@
+"""/v1/batches: the OpenAI Batch API over LLMBatch resources.
+
+Creating a batch reads its input file and prepares every request the way the
+single-request routes would: the same request models, the same model
+resolution and capability checks, so a line fails with exactly the status and
+error that the same request to /v1/chat/completions or /v1/embeddings would
+get. The prepared LLMJob specs go to Redis (``llmloom.batches``), then the
+LLMBatch is created and the operator runs them. The OpenAI Batch object is a
+view of the LLMBatch (``batch_object``); cancelling sets ``spec.cancel``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Query
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmloom import API_VERSION, batches, files
+from llmloom.api import jobs
+from llmloom.api.deps import ServicesDep, TenantDep
+from llmloom.api.embeddings import EmbeddingRequest
+from llmloom.api.errors import APIError
+from llmloom.api.protocol import ChatCompletionRequest
+from llmloom.api.services import Services
+from llmloom.batches import InputLine, LineError, Prepared, PreparedHeader
+from llmloom.kube import LLMBATCHES, KubeError, Obj
+from llmloom.resources import Flavor, LLMBatch, LLMJobSpec, Parameters, RequestCounts
+
+router = APIRouter()
+CANCELLABLE = ("validating", "in_progress")
+
+
+class BatchRequest(BaseModel):
+    """The body of POST /v1/batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str = Field(min_length=1, max_length=256)
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
+
+
+def _epoch(value: datetime | str | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return int(value.timestamp())
+
+
+def batch_object(obj: Obj) -> dict[str, Any]:
+    """An LLMBatch as OpenAI's Batch object.
+
+    A batch the operator has not started yet is ``validating``; one whose cancellation
+    the operator has not taken up yet is already ``cancelling``."""
+    batch = LLMBatch.model_validate(obj)
+    spec, st = batch.spec, batch.status
+    state = st.state or "validating"
+    if spec.cancel and state in CANCELLABLE:
+        state = "cancelling"
+    created = _epoch(batch.metadata.creation_timestamp) or 0
+    window = batches.COMPLETION_WINDOWS[spec.completion_window]
+    counts = st.request_counts or RequestCounts()
+    usage = None
+    if st.usage is not None:
+        usage = {
+            "input_tokens": st.usage.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": st.usage.completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": st.usage.total_tokens,
+        }
+    errors = None
+    if st.errors:
+        data = [
+            {"code": e.code, "line": e.line, "message": e.message, "param": e.param}
+            for e in st.errors
+        ]
+        errors = {"object": "list", "data": data}
+    return {
+        "id": batches.batch_id(batch.metadata.name),
+        "object": "batch",
+        "endpoint": spec.endpoint,
+        "errors": errors,
+        "input_file_id": spec.input_file_id,
+        "completion_window": spec.completion_window,
+        "status": state,
+        "output_file_id": st.output_file_id,
+        "error_file_id": st.error_file_id,
+        "created_at": created,
+        "in_progress_at": _epoch(st.in_progress_at),
+        "expires_at": _epoch(st.expires_at) or created + window,
+        "finalizing_at": _epoch(st.finalizing_at),
+        "completed_at": _epoch(st.completed_at),
+        "failed_at": _epoch(st.failed_at),
+        "expired_at": _epoch(st.expired_at),
+        "cancelling_at": _epoch(st.cancelling_at),
+        "cancelled_at": _epoch(st.cancelled_at),
+        "request_counts": counts.model_dump(include={"total", "completed", "failed"}),
+        "metadata": spec.metadata or None,
+        "usage": usage,
+    }
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def _invalid(exc: ValidationError) -> LineError:
+    """A body's validation error as the API's 400 for the same request."""
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return LineError(status_code=400, message=message, param=param, code="invalid_request")
+
+
+def _api_error(exc: APIError) -> LineError:
+    return LineError(
+        status_code=exc.status, message=exc.message, type=exc.type, param=exc.param, code=exc.code
+    )
+
+
+def _unsupported(model: str, what: str) -> LineError:
+    return LineError(
+        status_code=400,
+        message=f"The model '{model}' does not {what}.",
+        param="model",
+        code="model_not_supported",
+    )
+
+
+Resolved = Mapping[str, Flavor | APIError]
+
+
+def prepare_line(line: InputLine, endpoint: str, flavors: Resolved) -> Prepared:
+    """One line as the request it stands for would be taken: its LLMJob spec, or the
+    error that request would get."""
+
+    def refused(error: LineError) -> Prepared:
+        return Prepared(line=line.line, custom_id=line.custom_id, error=error)
+
+    def ready(spec: LLMJobSpec, encoding_format: Literal["float", "base64"] = "float") -> Prepared:
+        return Prepared(
+            line=line.line,
+            custom_id=line.custom_id,
+            spec=spec.wire(),
+            encoding_format=encoding_format,
+        )
+
+    try:
+        if endpoint == "/v1/embeddings":
+            embed = EmbeddingRequest.model_validate(line.body)
+            texts = embed.texts()
+            flavor = flavors[embed.model]
+            if isinstance(flavor, APIError):
+                raise flavor
+            if "embeddings" not in flavor.spec.capabilities:
+                return refused(_unsupported(embed.model, "do embeddings"))
+            params = Parameters(dimensions=embed.dimensions) if embed.dimensions else None
+            spec = LLMJobSpec(
+                flavor=flavor.metadata.name,
+                task="embeddings",
+                texts=texts,
+                parameters=params,
+                priority=batches.JOB_PRIORITY,
+            )
+            return ready(spec, embed.encoding_format)
+        chat = ChatCompletionRequest.model_validate(line.body)
+        if chat.stream:
+            raise APIError(400, "A batch's requests cannot stream.", param="stream")
+        flavor = flavors[chat.model]
+        if isinstance(flavor, APIError):
+            raise flavor
+        if "chat" not in flavor.spec.capabilities:
+            return refused(_unsupported(chat.model, "support chat"))
+        spec = LLMJobSpec(
+            flavor=flavor.metadata.name,
+            task="chat",
+            messages=[m.to_resource() for m in chat.messages],
+            parameters=chat.parameters(),
+            priority=batches.JOB_PRIORITY,
+        )
+        return ready(spec)
+    except ValidationError as exc:
+        return refused(_invalid(exc))
+    except APIError as exc:
+        return refused(_api_error(exc))
+
+
+async def prepare(
+    services: Services, tenant: str, endpoint: str, lines: list[InputLine]
+) -> list[Prepared]:
+    """Every line prepared; each distinct model is resolved to a flavor once."""
+    models = {m for line in lines if isinstance(m := line.body.get("model"), str) and m}
+    flavors: dict[str, Flavor | APIError] = {}
+    for model in models:
+        try:
+            flavors[model] = await jobs.resolve_flavor(services, tenant, model)
+        except APIError as exc:
+            flavors[model] = exc
+    # Validating tens of thousands of bodies is CPU work: off the event loop.
+    return await asyncio.to_thread(
+        lambda: [prepare_line(line, endpoint, flavors) for line in lines]
+    )
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _not_found(batch_id: str) -> APIError:
+    return APIError(
+        404, f"No batch found with id '{batch_id}'.", param="batch_id", code="batch_not_found"
+    )
+
+
+async def _get(services: Services, tenant: str, batch_id: str) -> Obj:
+    obj = await services.kube.find(LLMBATCHES, tenant, batches.batch_name(batch_id))
+    if obj is None:
+        raise _not_found(batch_id)
+    return obj
+
+
+def check_request(request: BatchRequest) -> None:
+    """400s for what OpenAI refuses before a batch exists."""
+    if request.endpoint not in batches.ENDPOINTS:
+        raise APIError(
+            400,
+            f"LLMLoom runs batches of {' and '.join(batches.ENDPOINTS)}, not '{request.endpoint}'.",
+            param="endpoint",
+            code="invalid_value",
+        )
+    if request.completion_window not in batches.COMPLETION_WINDOWS:
+        raise APIError(
+            400,
+            f"completion_window must be one of {', '.join(batches.COMPLETION_WINDOWS)}.",
+            param="completion_window",
+            code="invalid_value",
+        )
+    for key in request.metadata or {}:
+        if len(key) > 64:
+            raise APIError(400, "metadata keys are at most 64 characters", param="metadata")
+
+
+@router.post("/v1/batches")
+async def create_batch(
+    request: BatchRequest, services: ServicesDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """Create a batch from an uploaded input file; it runs in the background."""
+    check_request(request)
+    found = await files.get(services.redis, tenant, request.input_file_id)
+    data = await files.content(services.redis, tenant, request.input_file_id)
+    if found is None or data is None:
+        raise APIError(
+            404,
+            f"No such File object: {request.input_file_id}",
+            param="input_file_id",
+            code="file_not_found",
+        )
+    if found.purpose != "batch":
+        raise APIError(
+            400,
+            f"The file {found.id} has purpose '{found.purpose}'; a batch's input file is "
+            "uploaded with purpose 'batch'.",
+            param="input_file_id",
+            code="invalid_file_purpose",
+        )
+    parsed = await asyncio.to_thread(batches.parse_input, data, request.endpoint)
+    prepared = await prepare(services, tenant, request.endpoint, parsed.requests)
+    header = PreparedHeader(total=len(prepared), errors=parsed.errors)
+    name = batches.new_name()
+    ttl = services.settings.file_ttl_seconds
+    await batches.store_prepared(services.redis, tenant, name, header, prepared, ttl)
+    spec: dict[str, Any] = {
+        "inputFileId": request.input_file_id,
+        "endpoint": request.endpoint,
+        "completionWindow": request.completion_window,
+    }
+    if request.metadata:
+        spec["metadata"] = request.metadata
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "LLMBatch",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    try:
+        obj = await services.kube.create(LLMBATCHES, tenant, body)
+    except Exception as exc:
+        await batches.forget_prepared(services.redis, tenant, name)
+        if isinstance(exc, KubeError) and exc.code in (400, 422):
+            raise APIError(400, exc.message, code="invalid_request") from exc
+        raise
+    return batch_object(obj)
+
+
+def _created(obj: Obj) -> str:
+    return str(obj["metadata"].get("creationTimestamp") or "")
+
+
+@router.get("/v1/batches")
+async def list_batches(
+    services: ServicesDep,
+    tenant: TenantDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    """The tenant's batches, newest first, ``limit`` at a time after the id ``after``."""
+    items = await services.kube.list(LLMBATCHES, tenant)
+    items.sort(key=lambda o: (_created(o), o["metadata"]["name"]), reverse=True)
+    ids = [batches.batch_id(o["metadata"]["name"]) for o in items]
+    start = 0
+    if after is not None:
+        start = ids.index(after) + 1 if after in ids else len(ids)
+    page = [batch_object(o) for o in items[start : start + limit]]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + limit < len(items),
+    }
+
+
+@router.get("/v1/batches/{batch_id}")
+async def get_batch(batch_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    return batch_object(await _get(services, tenant, batch_id))
+
+
+@router.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """Cancel a batch: requests in flight stop, and the output and error files hold what
+    had ended. The batch is cancelling until the operator has written them."""
+    current = batch_object(await _get(services, tenant, batch_id))
+    if current["status"] not in (*CANCELLABLE, "cancelling"):
+        raise APIError(
+            409,
+            f"Cannot cancel a batch with status '{current['status']}'.",
+            param="batch_id",
+            code="batch_not_cancellable",
+        )
+    try:
+        obj = await services.kube.merge_patch(
+            LLMBATCHES, tenant, batches.batch_name(batch_id), {"spec": {"cancel": True}}
+        )
+    except KubeError as exc:
+        if exc.code == 404:
+            raise _not_found(batch_id) from exc
+        raise
+    return batch_object(obj)
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

@@ -1,0 +1,446 @@
+"""The Batch API's file formats and the state a batch keeps in Redis.
+
+A batch's life is shared by two components. The API reads the input file
+(``parse_input``: OpenAI's JSONL, checked the way OpenAI checks it), turns each
+line into a ``Prepared`` request — the LLMJob spec that the same request to
+/v1/chat/completions or /v1/embeddings would have become, or the error it
+would have got — stores them (``store_prepared``) and creates the LLMBatch.
+The operator runs the prepared specs as LLMJobs, records each request as it
+ends (``record``) and finally writes the output and error files, whose lines
+are built here (``response_line``, ``error_line``, ``unexecuted_line``).
+
+Names: an OpenAI batch id ``batch_<hex>`` is the LLMBatch ``batch-<hex>``
+(Kubernetes names allow no underscore); a batch's jobs are ``<batch>-<line>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from llmloom.resources import BatchError, RequestCounts, Usage
+from llmloom.results import Outcome
+
+BATCH_LABEL = "llmloom.io/batch"
+"""Label of a batch's LLMJobs: the batch's name."""
+LINE_ANNOTATION = "llmloom.io/batch-line"
+"""Annotation of a batch's LLMJob: the line of the input file it runs."""
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+COMPLETION_WINDOWS = {"24h": 24 * 3600}
+MAX_REQUESTS = 50_000
+"""Requests one input file may hold, as OpenAI allows."""
+MAX_ERRORS = 100
+"""Validation errors reported for one input file (the status holds them)."""
+JOB_PRIORITY = -1
+"""Batch jobs wait behind every interactive request of their flavor (the low band)."""
+TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
+
+ID_PREFIX, NAME_PREFIX = "batch_", "batch-"
+
+
+def new_name() -> str:
+    """A fresh LLMBatch name (``batch-`` and 24 hex digits)."""
+    return NAME_PREFIX + secrets.token_hex(12)
+
+
+def batch_id(name: str) -> str:
+    """The OpenAI id of an LLMBatch: ``batch-x`` is ``batch_x``; other names stay."""
+    return ID_PREFIX + name[len(NAME_PREFIX) :] if name.startswith(NAME_PREFIX) else name
+
+
+def batch_name(batch_id: str) -> str:
+    """The LLMBatch name of an OpenAI batch id (the inverse of ``batch_id``)."""
+    if batch_id.startswith(ID_PREFIX):
+        return NAME_PREFIX + batch_id[len(ID_PREFIX) :]
+    return batch_id
+
+
+def job_name(batch: str, line: int) -> str:
+    """The name of the LLMJob that runs one line of a batch."""
+    return f"{batch}-{line}"
+
+
+# --------------------------------------------------------------------------- input
+
+
+@dataclass(frozen=True)
+class InputLine:
+    """One request of an input file that passed the file's checks."""
+
+    line: int
+    """Line of the file, from 1."""
+    custom_id: str
+    body: dict[str, Any]
+
+
+@dataclass
+class ParsedInput:
+    """An input file's requests, or why the file is refused."""
+
+    requests: list[InputLine] = field(default_factory=list)
+    errors: list[BatchError] = field(default_factory=list)
+
+
+def parse_input(data: bytes, endpoint: str, max_requests: int = MAX_REQUESTS) -> ParsedInput:
+    """Check an input file as OpenAI does before a batch starts: JSON lines, each an object
+    with a unique ``custom_id``, ``method`` POST, ``url`` the batch's endpoint and a
+    ``body`` object. Any error refuses the whole file (OpenAI's status failed)."""
+    out = ParsedInput()
+
+    def error(code: str, message: str, line: int | None = None, param: str | None = None) -> None:
+        if len(out.errors) < MAX_ERRORS:
+            out.errors.append(BatchError(code=code, message=message, line=line, param=param))
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        error("invalid_file_format", f"The input file is not UTF-8 text (byte {exc.start}).")
+        return out
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue  # blank lines (a trailing newline) carry no request
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            error("invalid_json_line", f"Line {number} is not valid JSON: {exc.msg}.", number)
+            continue
+        if not isinstance(obj, dict):
+            error("invalid_json_line", f"Line {number} is not a JSON object.", number)
+            continue
+        custom_id, method, url, body = (obj.get(k) for k in ("custom_id", "method", "url", "body"))
+        if not isinstance(custom_id, str) or not custom_id:
+            error(
+                "missing_required_parameter",
+                f"Line {number} has no custom_id (a non-empty string).",
+                number,
+                "custom_id",
+            )
+            continue
+        if custom_id in seen:
+            error(
+                "duplicate_custom_id",
+                f"The custom_id '{custom_id}' on line {number} is already used on line "
+                f"{seen[custom_id]}; each request of a batch needs its own.",
+                number,
+                "custom_id",
+            )
+            continue
+        seen[custom_id] = number
+        if method != "POST":
+            error("invalid_method", f"Line {number}: method must be POST.", number, "method")
+        elif url != endpoint:
+            error(
+                "invalid_url",
+                f"Line {number}: url {json.dumps(url)} does not match the batch's endpoint "
+                f"{endpoint}.",
+                number,
+                "url",
+            )
+        elif not isinstance(body, dict):
+            error("invalid_body", f"Line {number}: body must be a JSON object.", number, "body")
+        else:
+            out.requests.append(InputLine(line=number, custom_id=custom_id, body=body))
+    if not out.errors and not out.requests:
+        error("empty_file", "The input file holds no requests.")
+    if len(seen) > max_requests:
+        error(
+            "too_many_tasks",
+            f"The input file holds {len(seen)} requests; a batch takes at most {max_requests}.",
+        )
+    if out.errors:
+        out.requests = []
+    return out
+
+
+class LineError(BaseModel):
+    """The error a request got, as an HTTP status and OpenAI's error envelope."""
+
+    status_code: int
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class Prepared(BaseModel):
+    """One request of a batch, ready to run: its LLMJob spec, or the error it got."""
+
+    line: int
+    custom_id: str
+    spec: dict[str, Any] | None = None
+    """The LLMJob spec, as in a manifest."""
+    error: LineError | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    """Embeddings: how the vectors are written to the output file."""
+
+
+class PreparedHeader(BaseModel):
+    """What the API found in the input file: how many requests, or why it is refused."""
+
+    total: int
+    errors: list[BatchError] = []
+
+
+def requests_key(namespace: str, name: str) -> str:
+    """Redis list of a batch's ``Prepared`` requests, in line order (written by the API)."""
+    return f"llmloom:batch:{namespace}:{name}:requests"
+
+
+def header_key(namespace: str, name: str) -> str:
+    return f"llmloom:batch:{namespace}:{name}:header"
+
+
+def results_key(uid: str) -> str:
+    """Redis hash of the requests that ended: line -> ``{"ok": bool, "line": "..."}``."""
+    return f"llmloom:batch:{uid}:results"
+
+
+def counts_key(uid: str) -> str:
+    """Redis hash of a batch's progress: the next line to run, counts and tokens."""
+    return f"llmloom:batch:{uid}:counts"
+
+
+async def store_prepared(
+    redis: Redis,
+    namespace: str,
+    name: str,
+    header: PreparedHeader,
+    requests: list[Prepared],
+    ttl: int,
+    chunk: int = 1000,
+) -> None:
+    """Write a batch's requests before its LLMBatch exists (the operator reads them)."""
+    rkey, hkey = requests_key(namespace, name), header_key(namespace, name)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.delete(rkey)
+        for i in range(0, len(requests), chunk):
+            pipe.rpush(
+                rkey, *(r.model_dump_json(exclude_none=True) for r in requests[i : i + chunk])
+            )
+        pipe.expire(rkey, ttl)
+        pipe.set(hkey, header.model_dump_json(exclude_none=True), ex=ttl)
+        await pipe.execute()
+
+
+async def load_header(redis: Redis, namespace: str, name: str) -> PreparedHeader | None:
+    raw = await redis.get(header_key(namespace, name))
+    return None if raw is None else PreparedHeader.model_validate_json(raw)
+
+
+async def load_prepared(
+    redis: Redis, namespace: str, name: str, start: int, count: int
+) -> list[Prepared]:
+    """Requests ``start`` to ``start + count`` (0-based positions in the list)."""
+    raw = await redis.lrange(requests_key(namespace, name), start, start + count - 1)
+    return [Prepared.model_validate_json(r) for r in raw]
+
+
+async def forget_prepared(redis: Redis, namespace: str, name: str) -> None:
+    """Drop a batch's prepared requests."""
+    await redis.delete(requests_key(namespace, name), header_key(namespace, name))
+
+
+async def forget(redis: Redis, namespace: str, name: str, uid: str) -> None:
+    """Drop a batch's working state (its files stay until their own TTL)."""
+    await forget_prepared(redis, namespace, name)
+    await redis.delete(results_key(uid), counts_key(uid))
+
+
+# --------------------------------------------------------------------------- progress
+
+RECORD_SCRIPT = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('HINCRBY', KEYS[2], 'promptTokens', ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'completionTokens', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
+"""Records one ended request once, and counts it in the same step: a request collected
+twice (the operator restarted between recording and deleting its job) counts once."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the output (ok) or error file."""
+
+    ok: bool
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+async def record(redis: Redis, uid: str, line: int, out: Line, ttl: int) -> bool:
+    """Record the end of one request of a batch; False when it was recorded before."""
+    value = json.dumps({"ok": out.ok, "line": out.text})
+    counter = "completed" if out.ok else "failed"
+    keys = (results_key(uid), counts_key(uid))
+    args = (line, value, counter, out.prompt_tokens, out.completion_tokens, ttl)
+    return bool(await redis.eval(RECORD_SCRIPT, len(keys), *keys, *args))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A batch's progress as Redis holds it."""
+
+    next: int = 0
+    """Position of the next prepared request to run."""
+    counts: RequestCounts = field(default_factory=RequestCounts)
+    usage: Usage = field(default_factory=Usage)
+
+
+async def progress(redis: Redis, uid: str, total: int) -> Progress:
+    raw = await redis.hgetall(counts_key(uid))
+    got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    prompt, completion = got.get("promptTokens", 0), got.get("completionTokens", 0)
+    return Progress(
+        next=got.get("next", 0),
+        counts=RequestCounts(
+            total=total, completed=got.get("completed", 0), failed=got.get("failed", 0)
+        ),
+        usage=Usage(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        ),
+    )
+
+
+async def advance(redis: Redis, uid: str, position: int, ttl: int) -> None:
+    """Remember that the prepared requests before ``position`` have been started."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(counts_key(uid), "next", position)
+        pipe.expire(counts_key(uid), ttl)
+        await pipe.execute()
+
+
+async def recorded(redis: Redis, uid: str, lines: list[int]) -> set[int]:
+    """Which of these lines have ended already."""
+    if not lines:
+        return set()
+    found = await redis.hmget(results_key(uid), [str(n) for n in lines])
+    return {n for n, v in zip(lines, found, strict=True) if v is not None}
+
+
+async def ended_lines(redis: Redis, uid: str) -> dict[int, tuple[bool, str]]:
+    """Every recorded request: line -> (ok, the line of the output or error file)."""
+    raw = await redis.hgetall(results_key(uid))
+    out: dict[int, tuple[bool, str]] = {}
+    for k, v in raw.items():
+        item = json.loads(v)
+        out[int(k)] = (bool(item["ok"]), str(item["line"]))
+    return out
+
+
+# --------------------------------------------------------------------------- output
+
+
+def request_line_id(seed: str) -> str:
+    """An output line's ``id`` (``batch_req_`` and 32 hex digits), stable for one request."""
+    return "batch_req_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def as_base64(vector: list[float]) -> str:
+    """A vector as OpenAI's base64 encoding: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _shape(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
+    if encoding_format != "base64" or "data" not in response:
+        return response
+    data = [{**d, "embedding": as_base64(d["embedding"])} for d in response["data"]]
+    return {**response, "data": data}
+
+
+def _line(seed: str, custom_id: str, response: Any, error: Any) -> str:
+    item = {"id": request_line_id(seed), "custom_id": custom_id, "response": response}
+    return json.dumps({**item, "error": error}, separators=(",", ":"))
+
+
+def response_line(
+    request: Prepared, job: str, uid: str, outcome: Outcome | None, fallback: LineError
+) -> Line:
+    """The line of a request that ran as the LLMJob ``job``: its response with status 200
+    (output file), or the status and error envelope the API would have answered (error
+    file). ``fallback`` is the error of a job that ended without a stored outcome."""
+    if outcome is not None and outcome.ok and outcome.response is not None:
+        body = _shape(outcome.response, request.encoding_format)
+        usage = outcome.usage or {}
+        return Line(
+            ok=True,
+            text=_line(
+                uid, request.custom_id, {"status_code": 200, "request_id": job, "body": body}, None
+            ),
+            prompt_tokens=int(usage.get("promptTokens") or 0),
+            completion_tokens=int(usage.get("completionTokens") or 0),
+        )
+    err = fallback
+    if outcome is not None and outcome.error is not None:
+        e = outcome.error
+        err = LineError(status_code=e.status_code, message=e.message, type=e.type, code=e.reason)
+    response = {"status_code": err.status_code, "request_id": job, "body": err.body()}
+    return Line(ok=False, text=_line(uid, request.custom_id, response, None))
+
+
+def error_line(batch_uid: str, request: Prepared) -> Line:
+    """The error-file line of a request refused before it ran (unknown model, invalid body):
+    the status and envelope the API would have answered it with."""
+    err = request.error or LineError(status_code=400, message="invalid request")
+    response = {"status_code": err.status_code, "request_id": None, "body": err.body()}
+    return Line(
+        ok=False, text=_line(f"{batch_uid}:{request.line}", request.custom_id, response, None)
+    )
+
+
+UNEXECUTED = {
+    "cancelled": ("batch_cancelled", "This request was not run because the batch was cancelled."),
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired.",
+    ),
+}
+
+
+def unexecuted_line(
+    batch_uid: str, request: Prepared, why: Literal["cancelled", "expired"]
+) -> Line:
+    """The error-file line of a request the batch ended before it finished."""
+    code, message = UNEXECUTED[why]
+    return Line(
+        ok=False,
+        text=_line(
+            f"{batch_uid}:{request.line}",
+            request.custom_id,
+            None,
+            {"code": code, "message": message},
+        ),
+    )
+
+
+def jsonl(lines: list[str]) -> bytes:
+    """A JSONL file of these lines."""
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def output_file_id(uid: str, kind: Literal["output", "error"]) -> str:
+    """The id of a batch's output or error file: fixed per batch, so that finalizing
+    again after a crash finds the file it wrote instead of writing another."""
+    return "file-" + hashlib.sha256(f"{uid}:{kind}".encode()).hexdigest()[:24]
