@@ -84,12 +84,21 @@ def usage_of(
 
 
 async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
+    """The flavor as read at most ``flavor_cache_seconds`` ago: a worker running dozens of
+    jobs a second would otherwise read the same flavor for every one."""
+    key, now = (namespace, name), time.monotonic()
+    cached = deps.flavors.get(key)
+    if cached is not None and now - cached[0] < deps.settings.flavor_cache_seconds:
+        return cached[1]
     found = await deps.kube.find(FLAVORS, namespace, name)
     if found is None:
+        deps.flavors.pop(key, None)
         raise JobFailed(
             "FlavorNotFound", f"Flavor {name!r}{why} does not exist in namespace {namespace!r}", 404
         )
-    return Flavor.model_validate(found)
+    flavor = Flavor.model_validate(found)
+    deps.flavors[key] = (now, flavor)
+    return flavor
 
 
 def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
 
 from llmloom.kube import Kube
+from llmloom.resources import Flavor
 from llmloom.settings import WorkerSettings
 
 
@@ -19,6 +20,8 @@ class Deps:
     kube: Kube
     redis: Redis
     http: httpx.AsyncClient
+    flavors: dict[tuple[str, str], tuple[float, Flavor]] = field(default_factory=dict)
+    """Flavors read lately, by (namespace, name), with when they were read."""
 
 
 class JobFailed(Exception):
