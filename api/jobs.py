@@ -274,7 +274,7 @@ async def submit(
         spec.flavor,
         ref,
         spec.priority,
-        queues.job_timeout(flavor),
+        queues.job_timeout(flavor, spec.task),
     )
     return job
 

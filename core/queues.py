@@ -71,12 +71,17 @@ def depth(redis: Redis, namespace: str, flavor: str) -> Depth:
     return Depth(pending=pending, running=running)
 
 
-def job_timeout(flavor: Flavor) -> int:
-    """RQ's limit for one attempt: the provider call's timeout and room for the rest.
+DOCUMENT_ATTEMPT_SECONDS = 24 * 3600
+"""RQ's limit for one attempt of a document job: a backstop only, since a document
+takes many calls; ``activeDeadlineSeconds`` is the limit a user sets."""
 
-    It also bounds how long a dead worker's job stays "started" before RQ
-    declares it abandoned and the operator enqueues it again.
-    """
+
+def job_timeout(flavor: Flavor, task: str = "chat") -> int:
+    """RQ's limit for one attempt: the provider call's timeout and room for the rest (a
+    document's attempt makes many calls: a day). A dead worker is noticed sooner, by
+    its lapsed lease."""
+    if task == "document":
+        return DOCUMENT_ATTEMPT_SECONDS
     return int(flavor.spec.timeout_seconds) + 30
 
 

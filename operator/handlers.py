@@ -202,7 +202,7 @@ async def admit_job(
             generation=job.metadata.generation,
         )
         assert flavor is not None
-        timeout = queues.job_timeout(flavor)
+        timeout = queues.job_timeout(flavor, job.spec.task)
         if await asyncio.to_thread(
             queues.enqueue, memo.redis, job.spec.flavor, ref, job.spec.priority, timeout
         ):

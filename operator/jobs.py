@@ -69,6 +69,7 @@ class JobSummary:
     attempts: int
     suspended: bool
     state: str = "Pending"
+    task: str = "chat"
 
     @property
     def ref(self) -> queues.JobRef:
@@ -98,6 +99,7 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         attempts=int(status.get("attempts") or 0),
         suspended=bool(spec.get("suspend")),
         state=status.get("state") or conditions.job_state(conds),
+        task=spec.get("task") or "chat",
     )
 
 
@@ -288,7 +290,7 @@ class JobController:
                 Job.fetch(job.ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
             self.redis.delete(queues.marker_key(job.ref))
             return queues.enqueue(
-                self.redis, job.flavor, job.ref, job.priority, queues.job_timeout(flavor)
+                self.redis, job.flavor, job.ref, job.priority, queues.job_timeout(flavor, job.task)
             )
 
         if await asyncio.to_thread(reset_and_enqueue):
