@@ -86,7 +86,33 @@ def _not_found(file_id: str) -> APIError:
     return APIError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
 
 
-@router.post("/v1/files")
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": list(UPLOAD_PURPOSES)},
+                        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                        "expires_after[seconds]": {
+                            "type": "integer",
+                            "minimum": MIN_EXPIRY_SECONDS,
+                            "maximum": MAX_EXPIRY_SECONDS,
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+"""The upload form in the OpenAPI document (the route reads the body itself)."""
+
+
+@router.post("/v1/files", openapi_extra=UPLOAD_FORM)
 async def upload_file(request: Request, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Upload a file (purpose ``batch``: a batch's input, JSONL)."""
     body = await request.body()
