@@ -42,18 +42,24 @@ def parse_form(content_type: str, body: bytes) -> dict[str, FormPart]:
         raise APIError(
             400, "Upload files as multipart/form-data (fields file and purpose).", param="file"
         )
+    unreadable = APIError(400, "The multipart body could not be read.", param="file")
     head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise APIError(400, "The multipart body could not be read.", param="file")
     fields: dict[str, FormPart] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or name in fields:
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        fields[name] = FormPart(data=data, filename=part.get_filename())
+    try:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+        if not message.is_multipart():
+            raise unreadable
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if not isinstance(name, str) or name in fields:
+                continue
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+            fields[name] = FormPart(data=data, filename=part.get_filename())
+    except APIError:
+        raise
+    except Exception as exc:  # the MIME parser trips on some malformed headers (IndexError)
+        raise unreadable from exc
     return fields
 
 
