@@ -83,8 +83,8 @@ class WorkerSettings(CommonSettings):
     """On SIGTERM, how long running jobs may take to finish before they are handed back
     to the queue (keep it under the pod's terminationGracePeriodSeconds)."""
     flavor_cache_seconds: float = Field(default=5.0, ge=0)
-    """How long a flavor read from the API server is used before it is read again (an
-    edit to a flavor reaches running workers within this time)."""
+    """How long a flavor or API key read from the API server is used before it is read
+    again (an edit or a rotated key reaches running workers within this time)."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """How often the worker and its running jobs' RQ records are marked alive."""
     ready_file: str | None = None

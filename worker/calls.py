@@ -18,6 +18,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,21 +85,15 @@ def usage_of(
 
 
 async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
-    """The flavor as read at most ``flavor_cache_seconds`` ago: a worker running dozens of
-    jobs a second would otherwise read the same flavor for every one."""
-    key, now = (namespace, name), time.monotonic()
-    cached = deps.flavors.get(key)
-    if cached is not None and now - cached[0] < deps.settings.flavor_cache_seconds:
-        return cached[1]
-    found = await deps.kube.find(FLAVORS, namespace, name)
+    """The flavor (as read lately: ``Deps.cached``)."""
+    found = await deps.cached(
+        ("flavor", namespace, name), lambda: deps.kube.find(FLAVORS, namespace, name)
+    )
     if found is None:
-        deps.flavors.pop(key, None)
         raise JobFailed(
             "FlavorNotFound", f"Flavor {name!r}{why} does not exist in namespace {namespace!r}", 404
         )
-    flavor = Flavor.model_validate(found)
-    deps.flavors[key] = (now, flavor)
-    return flavor
+    return Flavor.model_validate(found)
 
 
 def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
@@ -115,6 +110,30 @@ def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
     return endpoint
 
 
+async def _call(
+    deps: Deps,
+    flavor: Flavor,
+    endpoint: str,
+    api_key: str | None,
+    job: LLMJob,
+    messages: list[Message] | None,
+    emit: Callable[[dict[str, Any]], Awaitable[None]],
+) -> dict[str, Any]:
+    """One provider call: the job's own (chat, streamed chat, embeddings) or ``messages``."""
+    provider, params = flavor.spec.provider, job.spec.parameters
+    if messages is not None:
+        return await CHAT[provider](deps.http, endpoint, flavor.spec, api_key, messages, params)
+    if job.spec.task == "embeddings":
+        texts = job.spec.texts or []
+        return await EMBED[provider](deps.http, endpoint, flavor.spec, api_key, texts, params)
+    chat = job.spec.messages or []
+    if job.spec.stream:
+        return await CHAT_STREAM[provider](
+            deps.http, endpoint, flavor.spec, api_key, chat, params, emit
+        )
+    return await CHAT[provider](deps.http, endpoint, flavor.spec, api_key, chat, params)
+
+
 async def call_with_retries(
     deps: Deps,
     flavor: Flavor,
@@ -129,11 +148,18 @@ async def call_with_retries(
         The response, and how long the call that gave it took (ms).
     """
     try:
-        api_key = await secrets.api_key(deps.kube, flavor)
+        ref = flavor.spec.api_key_secret_ref
+        api_key = (
+            None
+            if ref is None
+            else await deps.cached(
+                ("secret", flavor.metadata.namespace, ref.name, ref.key),
+                lambda: secrets.api_key(deps.kube, flavor),
+            )
+        )
     except secrets.SecretMissing as exc:
         raise JobFailed("SecretMissing", str(exc), 503) from exc
     retry = flavor.spec.retry
-    provider, params = flavor.spec.provider, job.spec.parameters
     key = streams.stream_key(job.metadata.uid, job.metadata.generation)
     sent = 0
 
@@ -143,24 +169,10 @@ async def call_with_retries(
         await streams.publish(deps.redis, key, chunk)
 
     for attempt in range(retry.attempts):
-        started = time.monotonic()
         try:
-            if messages is not None:
-                response = await CHAT[provider](
-                    deps.http, endpoint, flavor.spec, api_key, messages, params
-                )
-            elif job.spec.task == "embeddings":
-                response = await EMBED[provider](
-                    deps.http, endpoint, flavor.spec, api_key, job.spec.texts or [], params
-                )
-            elif job.spec.stream:
-                response = await CHAT_STREAM[provider](
-                    deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], params, emit
-                )
-            else:
-                response = await CHAT[provider](
-                    deps.http, endpoint, flavor.spec, api_key, job.spec.messages or [], params
-                )
+            async with deps.call_slot(flavor):
+                started = time.monotonic()
+                response = await _call(deps, flavor, endpoint, api_key, job, messages, emit)
         except ProviderError as exc:
             if sent:  # the client has part of an answer: another call cannot continue it
                 raise ProviderError(

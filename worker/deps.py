@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 from redis.asyncio import Redis
@@ -10,6 +14,8 @@ from redis.asyncio import Redis
 from llmloom.kube import Kube
 from llmloom.resources import Flavor
 from llmloom.settings import WorkerSettings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -20,8 +26,32 @@ class Deps:
     kube: Kube
     redis: Redis
     http: httpx.AsyncClient
-    flavors: dict[tuple[str, str], tuple[float, Flavor]] = field(default_factory=dict)
-    """Flavors read lately, by (namespace, name), with when they were read."""
+    cache: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
+    """Objects read from the API server lately (flavors, API keys), with when."""
+    call_slots: dict[tuple[str, str], tuple[int, asyncio.Semaphore]] = field(default_factory=dict)
+    """Per flavor: how many calls may be in flight, and the semaphore that holds them."""
+
+    async def cached(self, key: tuple[str, ...], load: Callable[[], Awaitable[T]]) -> T:
+        """What ``load`` returned at most ``flavor_cache_seconds`` ago: a worker running
+        dozens of jobs a second would otherwise read the same objects for every one."""
+        now = time.monotonic()
+        hit = self.cache.get(key)
+        if hit is not None and now - hit[0] < self.settings.flavor_cache_seconds:
+            value: T = hit[1]
+            return value
+        value = await load()
+        self.cache[key] = (now, value)
+        return value
+
+    def call_slot(self, flavor: Flavor) -> asyncio.Semaphore:
+        """Holds provider calls to ``flavor`` from this process to its ``concurrency``
+        (or the worker's), shared by every job: a document job's parallel calls too."""
+        limit = self.settings.concurrency or flavor.spec.concurrency
+        key = (flavor.metadata.namespace, flavor.metadata.name)
+        held = self.call_slots.get(key)
+        if held is None or held[0] != limit:  # new, or the flavor's concurrency changed
+            held = self.call_slots[key] = (limit, asyncio.Semaphore(limit))
+        return held[1]
 
 
 class JobFailed(Exception):
