@@ -220,7 +220,9 @@ def _not_found(batch_id: str) -> APIError:
 
 
 async def _get(services: Services, tenant: str, batch_id: str) -> Obj:
-    obj = await services.kube.find(LLMBATCHES, tenant, batches.batch_name(batch_id))
+    name = batches.batch_name(batch_id)
+    # An id that cannot be a name ("..", upper case) would address another path.
+    obj = await services.kube.find(LLMBATCHES, tenant, name) if batches.is_name(name) else None
     if obj is None:
         raise _not_found(batch_id)
     return obj

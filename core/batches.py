@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import struct
 from dataclasses import dataclass, field
@@ -61,6 +62,15 @@ def batch_name(batch_id: str) -> str:
     if batch_id.startswith(ID_PREFIX):
         return NAME_PREFIX + batch_id[len(ID_PREFIX) :]
     return batch_id
+
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` can be an LLMBatch's name (a DNS subdomain, as short as the CEL rule
+    wants it)."""
+    return len(value) <= 56 and _NAME.fullmatch(value) is not None
 
 
 def job_name(batch: str, line: int) -> str:

@@ -105,6 +105,8 @@ def test_batch_ids_map_to_kubernetes_names_and_back() -> None:
     bid = batches.batch_id(name)
     assert bid.startswith("batch_") and batches.batch_name(bid) == name
     assert batches.batch_id("nightly") == "nightly" == batches.batch_name("nightly")
+    # Ids that cannot name an LLMBatch are never sent to the API server (they answer 404).
+    assert batches.is_name(name) and not any(map(batches.is_name, ["..", "Batch-A", "a_b", ""]))
 
 
 # --------------------------------------------------------------------------- preparing
