@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+import httpx
 from redis import Redis
 from rq import Worker
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
@@ -19,6 +20,7 @@ from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
 
 from .conftest import Api, Tenant
+from .test_documents import document_job, paragraphs
 from .test_jobs import apply, echo_flavor, job, status
 
 
@@ -124,3 +126,40 @@ def test_a_killed_worker_loses_none_of_its_jobs(
     for n in names:
         tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
         assert status(tenant, n)["attempts"] == 2
+
+
+def test_calls_to_a_flavor_stay_within_its_concurrency_across_document_jobs(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    # Two map-reduce jobs of 6 chunks each on a flavor serving 2 calls at once: the worker
+    # runs both jobs, but never more than 2 calls in flight against the server.
+    paced = echo_flavor(tenant, fault_server, "paced", "delay/0.3")
+    tenant.kubectl("patch", "flavor", paced, "--type=merge", "-p", '{"spec":{"concurrency":2}}')
+    prompt = f"Summarise for {tenant.namespace}."
+    docs = [
+        document_job(
+            f"doc-{i}",
+            paced,
+            {"text": paragraphs(6)},
+            prompt=prompt,
+            strategy="mapReduce",
+            chunking={"createNewTurnAfter": 150},
+        )
+        for i in range(2)
+    ]
+    apply(tenant, *docs)
+    start_worker(f"{tenant.namespace}/{paced}")
+    for i in range(2):
+        tenant.kubectl("wait", f"llmjob/doc-{i}", "--for=condition=Succeeded", "--timeout=60s")
+    calls = [
+        (start, end)
+        for answer, start, end in httpx.get(f"{fault_server.base}/timeline").json()
+        if answer == f"echo: {prompt}"
+    ]
+    assert len(calls) == 12  # six maps per job
+    edges = sorted([(s, 1) for s, _ in calls] + [(e, -1) for _, e in calls])
+    in_flight = peak = 0
+    for _, step in edges:
+        in_flight += step
+        peak = max(peak, in_flight)
+    assert peak == 2
