@@ -6,6 +6,11 @@ and one watch per namespace on LLMJobs tells each running version at once
 when its job is deleted, edited, suspended or ended elsewhere (by the
 operator at its deadline). A poll per job would cost an API-server request
 per job every few seconds and notice a cancellation only at the next poll.
+
+The watch also keeps the latest object of each job of the worker's flavors
+(as an informer's cache does), so starting a job usually needs no read: the
+status writes carry its resourceVersion, and a stale copy only costs the
+conflict and a fresh read.
 """
 
 from __future__ import annotations
@@ -14,10 +19,9 @@ import asyncio
 import contextlib
 import logging
 
-from llmloom import conditions, queues
+from llmloom import GROUP, VERSION, conditions, queues
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
-from llmloom.resources import LLMJob
 from llmloom.worker.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -26,15 +30,16 @@ WATCH_RETRY_SECONDS = 1.0
 
 def stop_reason(ref: JobRef, obj: Obj | None) -> str | None:
     """Why the running version ``ref`` must stop, given its job as it now is (None:
-    deleted); None when it may go on."""
+    deleted); None when it may go on. Reads the raw object: it runs for every watch
+    event of every running job."""
     if obj is None:
         return "deleted"
-    job = LLMJob.model_validate(obj)
-    if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
+    meta = obj.get("metadata", {})
+    if meta.get("uid") != ref.uid or meta.get("generation") != ref.generation:
         return "superseded"
-    if job.spec.suspend:
+    if obj.get("spec", {}).get("suspend"):
         return "suspended"
-    if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
+    if conditions.finished((obj.get("status") or {}).get("conditions", []), ref.generation):
         return "ended-elsewhere"
     return None
 
@@ -47,6 +52,32 @@ class Inflight:
         self._running: dict[str, tuple[JobRef, asyncio.Future[str]]] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._flavors = {tuple(q.split("/", 1)) for q in deps.settings.queues}
+        self._objects: dict[str, Obj] = {}
+
+    def start(self) -> None:
+        """Watch the namespaces of the worker's queues from now on (on the loop)."""
+        for namespace, _ in self._flavors:
+            self._ensure_watch(namespace)
+
+    def latest(self, ref: JobRef) -> Obj | None:
+        """The job as the watch last saw it, if that is the version ``ref`` names."""
+        obj = self._objects.get(ref.uid)
+        if obj is None or obj["metadata"].get("generation") != ref.generation:
+            return None
+        return obj
+
+    def _remember(self, namespace: str, obj: Obj, deleted: bool = False) -> None:
+        uid = obj.get("metadata", {}).get("uid")
+        if deleted or (namespace, obj.get("spec", {}).get("flavor")) not in self._flavors:
+            self._objects.pop(uid, None)
+        else:
+            self._objects[uid] = obj
+
+    def _ensure_watch(self, namespace: str) -> None:
+        watch = self._watches.get(namespace)
+        if watch is None or watch.done():
+            self._watches[namespace] = asyncio.create_task(self._watch(namespace))
 
     def __len__(self) -> int:
         return len(self._running)
@@ -58,9 +89,7 @@ class Inflight:
         self._running[ref.rq_id] = (ref, stop)
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew())
-        watch = self._watches.get(ref.namespace)
-        if watch is None or watch.done():
-            self._watches[ref.namespace] = asyncio.create_task(self._watch(ref.namespace))
+        self._ensure_watch(ref.namespace)
         return stop
 
     async def leave(self, ref: JobRef) -> None:
@@ -105,6 +134,18 @@ class Inflight:
             try:
                 items, version = await self.deps.kube.list_with_version(LLMJOBS, namespace)
                 by_uid = {o["metadata"]["uid"]: o for o in items}
+                gone = [
+                    uid
+                    for uid, o in self._objects.items()
+                    if o["metadata"]["namespace"] == namespace and uid not in by_uid
+                ]
+                for uid in gone:
+                    self._objects.pop(uid)
+                for obj in items:
+                    # Items of a list may lack these; a status write needs them.
+                    obj.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+                    obj.setdefault("kind", "LLMJob")
+                    self._remember(namespace, obj)
                 for ref, stop in list(self._running.values()):
                     if ref.namespace == namespace:
                         self._check(ref, stop, by_uid.get(ref.uid))
@@ -115,6 +156,7 @@ class Inflight:
                     version = obj.get("metadata", {}).get("resourceVersion", version)
                     if kind == "BOOKMARK":
                         continue
+                    self._remember(namespace, obj, deleted=kind == "DELETED")
                     uid = obj.get("metadata", {}).get("uid")
                     for ref, stop in list(self._running.values()):
                         if ref.uid == uid:

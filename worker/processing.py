@@ -84,13 +84,14 @@ async def process(deps: Deps, inflight: Inflight, ref: JobRef) -> str:
     """Run one job version. Returns a word for RQ's result: what happened."""
     stop = await inflight.enter(ref)
     try:
-        return await _process(deps, ref, stop)
+        return await _process(deps, inflight, ref, stop)
     finally:
         await inflight.leave(ref)
 
 
-async def _process(deps: Deps, ref: JobRef, stop: asyncio.Future[str]) -> str:
-    obj = await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
+async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Future[str]) -> str:
+    # The watch's copy saves a read; a stale one only makes the first status write retry.
+    obj = inflight.latest(ref) or await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
     if obj is None:
         return "deleted"
     job = LLMJob.model_validate(obj)
@@ -161,7 +162,8 @@ async def _process(deps: Deps, ref: JobRef, stop: asyncio.Future[str]) -> str:
 
 
 async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str]) -> Obj | None:
-    """Mark the version running (from the object just read: one write) and post Started.
+    """Mark the version running (from the object just read: one write); post Started
+    when this is not the first attempt.
 
     Returns:
         The job as written, which the final status write starts from.
@@ -178,6 +180,10 @@ async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str])
     if running is None:
         return None  # gone or edited: the watch stops the attempt
     attempt_no = running.get("status", {}).get("attempts", 1)
+    if attempt_no == 1:
+        # A first start is in the status (startTime, Running); an Event per job would
+        # cost the API server a write per job at dozens of jobs a second.
+        return running
     await events.post(
         deps.kube,
         "LLMJob",

@@ -38,6 +38,7 @@ class Context:
         self.thread.start()
         self.deps = self.call(self._connect(settings, max_connections))
         self.inflight = Inflight(self.deps)
+        self.loop.call_soon_threadsafe(self.inflight.start)
 
     async def _connect(self, settings: WorkerSettings, max_connections: int) -> Deps:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)

@@ -126,6 +126,8 @@ def test_a_killed_worker_loses_none_of_its_jobs(
     for n in names:
         tenant.kubectl("wait", f"llmjob/{n}", "--for=condition=Succeeded", "--timeout=60s")
         assert status(tenant, n)["attempts"] == 2
+        described = tenant.kubectl("describe", "llmjob", n)
+        assert "Started" in described and f"attempt 2 on flavor {slow}" in described
 
 
 def test_calls_to_a_flavor_stay_within_its_concurrency_across_document_jobs(
