@@ -13,21 +13,35 @@ from fastapi.responses import Response, StreamingResponse
 from llmloom import streams
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError
-from llmloom.api.protocol import ChatCompletionRequest
+from llmloom.api.errors import APIError, invalid_as_400, responses
+from llmloom.api.protocol import SSE_EVENT, ChatCompletion, ChatCompletionRequest, TaskQueued
 from llmloom.api.services import Services
 from llmloom.resources import LLMJob, LLMJobSpec
 
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "description": "The completion; with stream: true, server-sent events of chunks",
+            "content": {
+                "application/json": {"schema": ChatCompletion.model_json_schema()},
+                "text/event-stream": {"schema": SSE_EVENT},
+            },
+        },
+        202: {"model": TaskQueued, "description": "Still running: poll the task"},
+        **responses(400, 401, 404, 413, 429, 502, 503, 504),
+    },
+)
 async def create_chat_completion(
     request: ChatCompletionRequest,
     services: ServicesDep,
     tenant: TenantDep,
     wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query()] = None,
+    wait: Annotated[float | None, Query(ge=0)] = None,
 ) -> Response:
     """Create a chat completion; past the wait limit, answer 202 with a task to poll."""
     wait_seconds = jobs.wait_limit(services, wait_header, wait)
@@ -40,7 +54,15 @@ async def create_chat_completion(
             code="model_not_supported",
         )
     await jobs.ensure_available(services, tenant, flavor)
-    params = request.parameters()
+    with invalid_as_400():
+        params = request.parameters()
+        spec = LLMJobSpec(
+            flavor=flavor.metadata.name,
+            task="chat",
+            messages=[m.to_resource() for m in request.messages],
+            parameters=params,
+            stream=request.stream,
+        )
     admission = await jobs.admit(
         services,
         tenant,
@@ -48,13 +70,6 @@ async def create_chat_completion(
         lambda: jobs.chat_estimate(
             flavor, [m.content for m in request.messages], params.max_tokens if params else None
         ),
-    )
-    spec = LLMJobSpec(
-        flavor=flavor.metadata.name,
-        task="chat",
-        messages=[m.to_resource() for m in request.messages],
-        parameters=params,
-        stream=request.stream,
     )
     job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-", admission=admission)
     if request.stream:

@@ -12,11 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError
+from llmloom.api.errors import APIError, invalid_as_400, responses
+from llmloom.api.protocol import EmbeddingList, TaskQueued
 from llmloom.resources import LLMJobSpec, Parameters
 
 router = APIRouter()
 MAX_INPUTS = 2048
+MAX_INPUT_CHARS = 100_000  # as an LLMJob's spec.texts allows
 
 
 class EmbeddingRequest(BaseModel):
@@ -27,7 +29,7 @@ class EmbeddingRequest(BaseModel):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
     user: str | None = None
 
     def texts(self) -> list[str]:
@@ -38,6 +40,10 @@ class EmbeddingRequest(BaseModel):
             raise APIError(400, "token arrays are not supported: send the text", param="input")
         if len(texts) > MAX_INPUTS:
             raise APIError(400, f"at most {MAX_INPUTS} inputs per request", param="input")
+        if any(len(t) > MAX_INPUT_CHARS for t in texts if isinstance(t, str)):
+            raise APIError(
+                400, f"each input holds at most {MAX_INPUT_CHARS} characters", param="input"
+            )
         return [str(t) for t in texts]
 
 
@@ -46,13 +52,21 @@ def as_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-@router.post("/v1/embeddings", response_model=None)
+@router.post(
+    "/v1/embeddings",
+    response_model=None,
+    responses={
+        200: {"model": EmbeddingList, "description": "One vector per input, in order"},
+        202: {"model": TaskQueued, "description": "Still running: poll the task"},
+        **responses(400, 401, 404, 413, 429, 502, 503, 504),
+    },
+)
 async def create_embeddings(
     request: EmbeddingRequest,
     services: ServicesDep,
     tenant: TenantDep,
     wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query()] = None,
+    wait: Annotated[float | None, Query(ge=0)] = None,
 ) -> JSONResponse:
     """Embed the input; past the wait limit, answer 202 with a task to poll."""
     texts = request.texts()
@@ -66,12 +80,13 @@ async def create_embeddings(
             code="model_not_supported",
         )
     await jobs.ensure_available(services, tenant, flavor)
+    with invalid_as_400():
+        params = Parameters(dimensions=request.dimensions) if request.dimensions else None
+        spec = LLMJobSpec(
+            flavor=flavor.metadata.name, task="embeddings", texts=texts, parameters=params
+        )
     admission = await jobs.admit(
         services, tenant, flavor, lambda: jobs.texts_estimate(flavor, texts)
-    )
-    params = Parameters(dimensions=request.dimensions) if request.dimensions else None
-    spec = LLMJobSpec(
-        flavor=flavor.metadata.name, task="embeddings", texts=texts, parameters=params
     )
     job = await jobs.submit(services, tenant, flavor, spec, prefix="embed-", admission=admission)
 

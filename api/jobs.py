@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,15 +25,30 @@ from llmloom.api.errors import APIError
 from llmloom.api.observability import PROVIDER_MS
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
-from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
+from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj, Resource
 from llmloom.resources import Flavor, LLMJob, LLMJobSpec, RateLimit
 
 ORIGIN_LABEL = "llmloom.io/origin"
 
 
+# What Kubernetes accepts as an object's name (RFC 1123 subdomain). Anything else is
+# never looked up: it names nothing, and in a URL path it could name something else.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_name(value: str) -> bool:
+    """Whether a string can be the name of a Kubernetes object."""
+    return len(value) <= 253 and _NAME.fullmatch(value) is not None
+
+
+async def find(services: Services, res: Resource, namespace: str, name: str) -> Obj | None:
+    """An object of the tenant by name; None when there is none (or cannot be one)."""
+    return await services.kube.find(res, namespace, name) if is_name(name) else None
+
+
 async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
     """The tenant's flavor for a requested model: by flavor name, else by model id."""
-    named = await services.kube.find(FLAVORS, namespace, model)
+    named = await find(services, FLAVORS, namespace, model)
     if named is not None:
         return Flavor.model_validate(named)
     for item in await services.kube.list(FLAVORS, namespace):
@@ -75,7 +91,7 @@ async def ensure_available(services: Services, namespace: str, flavor: Flavor) -
     if reason is None:
         return
     for name in flavor.spec.failover_flavors:
-        found = await services.kube.find(FLAVORS, namespace, name)
+        found = await find(services, FLAVORS, namespace, name)
         if found is not None and unavailable_reason(Flavor.model_validate(found)) is None:
             return
     raise APIError(
@@ -324,6 +340,8 @@ def wait_limit(services: Services, header: str | None, query: float | None) -> f
         value = float(raw)
     except ValueError:
         raise APIError(400, "wait must be a number of seconds", param="wait") from None
+    if math.isnan(value):
+        raise APIError(400, "wait must be a number of seconds", param="wait")
     if value < 0:
         raise APIError(400, "wait must not be negative", param="wait")
     return min(value, services.settings.max_wait_seconds)

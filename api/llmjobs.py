@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmloom import results
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError
+from llmloom.api.errors import APIError, responses
+from llmloom.api.protocol import SSE_EVENT, JobDeleted, JobList, JobResult, JobView
 from llmloom.api.services import Services
-from llmloom.kube import FLAVORS, LLMJOBS, Obj
+from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
 from llmloom.resources import Flavor, LLMJobSpec
 
 router = APIRouter()
@@ -57,13 +58,21 @@ def _not_found(job_id: str) -> APIError:
 
 
 async def _get(services: Services, tenant: str, job_id: str) -> Obj:
-    obj = await services.kube.find(LLMJOBS, tenant, job_id)
+    obj = await jobs.find(services, LLMJOBS, tenant, job_id)
     if obj is None:
         raise _not_found(job_id)
     return obj
 
 
-@router.post("/v1/jobs", status_code=201)
+@router.post(
+    "/v1/jobs",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": JobView, "description": "The job, as created"},
+        **responses(400, 401, 404, 409, 413, 429),
+    },
+)
 async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
     try:
         spec = LLMJobSpec.model_validate(request.spec)
@@ -71,7 +80,7 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
         first = exc.errors()[0]
         param = ".".join(["spec", *(str(p) for p in first["loc"])])
         raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
-    found = await services.kube.find(FLAVORS, tenant, spec.flavor)
+    found = await jobs.find(services, FLAVORS, tenant, spec.flavor)
     if found is None:
         raise APIError(
             404,
@@ -89,18 +98,26 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
     return JSONResponse(view(obj), 201, headers={**admission.headers, "Location": location})
 
 
-@router.get("/v1/jobs")
+@router.get("/v1/jobs", response_model=None, responses={200: {"model": JobList}, **responses(401)})
 async def list_jobs(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     items = await services.kube.list(LLMJOBS, tenant)
     return {"object": "list", "data": [view(o) for o in items]}
 
 
-@router.get("/v1/jobs/{job_id}")
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={200: {"model": JobView}, **responses(401, 404)},
+)
 async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     return view(await _get(services, tenant, job_id))
 
 
-@router.get("/v1/jobs/{job_id}/result")
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    response_model=None,
+    responses={200: {"model": JobResult}, **responses(400, 401, 404)},
+)
 async def get_result(
     job_id: str,
     services: ServicesDep,
@@ -127,11 +144,20 @@ async def get_result(
     return body
 
 
-@router.delete("/v1/jobs/{job_id}")
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={200: {"model": JobDeleted}, **responses(401, 404)},
+)
 async def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Delete (and so cancel) a job; its stored results go with it."""
     await _get(services, tenant, job_id)
-    await services.kube.delete(LLMJOBS, tenant, job_id)
+    try:
+        await services.kube.delete(LLMJOBS, tenant, job_id)
+    except KubeError as exc:
+        if exc.code == 404:  # deleted in between
+            raise _not_found(job_id) from exc
+        raise
     return {"id": job_id, "object": "llmloom.job", "deleted": True}
 
 
@@ -164,7 +190,17 @@ async def _watch(services: Services, tenant: str, obj: Obj) -> AsyncIterator[byt
                     return
 
 
-@router.get("/v1/jobs/{job_id}/events")
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The job's view as server-sent events, until it finishes",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        },
+        **responses(401, 404),
+    },
+)
 async def job_events(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
     """Server-sent events: the job now, then at every change until it finishes."""
     obj = await _get(services, tenant, job_id)

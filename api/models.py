@@ -9,10 +9,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from llmloom import conditions, ratelimit
+from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError
+from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import (
     FlavorUsage,
+    ModelEntry,
+    ModelList,
     UsageLimits,
     UsagePeriod,
     UsageResponse,
@@ -48,7 +51,9 @@ def _created(item: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()) if ts else 0
 
 
-@router.get("/v1/models")
+@router.get(
+    "/v1/models", response_model=None, responses={200: {"model": ModelList}, **responses(401)}
+)
 async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """The tenant's Ready flavors."""
     data = []
@@ -59,10 +64,14 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any
     return {"object": "list", "data": sorted(data, key=lambda m: m["id"])}
 
 
-@router.get("/v1/models/{model}")
+@router.get(
+    "/v1/models/{model}",
+    response_model=None,
+    responses={200: {"model": ModelEntry}, **responses(401, 404)},
+)
 async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """One of the tenant's flavors, by name."""
-    item = await services.kube.find(FLAVORS, tenant, model)
+    item = await jobs.find(services, FLAVORS, tenant, model)
     if item is None:
         raise APIError(
             404,
@@ -112,7 +121,7 @@ def usage_view(
     )
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", responses=responses(401))
 async def get_usage(services: ServicesDep, tenant: TenantDep) -> UsageResponse:
     """The tenant's requests and tokens in the current budget period, in all and per
     flavor, with its limits (an LLMLoom extension)."""

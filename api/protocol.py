@@ -1,13 +1,20 @@
-"""Request and response models of the OpenAI routes LLMLoom serves."""
+"""Request and response models of the routes LLMLoom serves.
+
+Requests are refused at the door (400) for anything the LLMJob resource would
+refuse later, so that its limits show in the OpenAPI document; responses are
+declared as they are answered, so that the document describes the real API.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmloom.resources import Message, Parameters
+
+INT32_MAX = 2**31 - 1
 
 
 class ChatMessage(BaseModel):
@@ -16,8 +23,8 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str
-    name: str | None = None
+    content: str = Field(max_length=1_000_000)
+    name: str | None = Field(default=None, max_length=256)
 
     def to_resource(self) -> Message:
         # "developer" is OpenAI's newer name for the system role.
@@ -39,15 +46,15 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=512)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = 1
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    n: int = Field(default=1, json_schema_extra={"minimum": 1, "maximum": 1})
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -69,6 +76,119 @@ class ChatCompletionRequest(BaseModel):
             seed=self.seed,
         )
         return params if params.wire() else None
+
+
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "One server-sent event (the schema of a text/event-stream is its events')",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "description": "JSON; a chat stream ends with [DONE]"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
+class TaskQueued(BaseModel):
+    """202: the request outlived its wait; its task is polled at ``location``."""
+
+    id: str
+    object: Literal["llmloom.task"] = "llmloom.task"
+    status: Literal["queued"] = "queued"
+    location: str
+
+
+class ChatCompletion(BaseModel):
+    """A chat completion as OpenAI answers it (the provider's answer, passed through)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class Embedding(BaseModel):
+    """One input's vector: floats, or base64 of little-endian float32."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingList(BaseModel):
+    """The vectors of POST /v1/embeddings, in input order."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: dict[str, Any] | None = None
+
+
+class ModelDetails(BaseModel):
+    """LLMLoom's own fields of a model: the flavor behind it."""
+
+    provider: str
+    model: str
+    capabilities: list[str]
+    context_window: int | None
+
+
+class ModelEntry(BaseModel):
+    """A flavor, as an OpenAI model object."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    llmloom: ModelDetails
+
+
+class ModelList(BaseModel):
+    """GET /v1/models."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelEntry]
+
+
+class JobView(BaseModel):
+    """An LLMJob as /v1/jobs shows it: its spec and status as in the manifest."""
+
+    id: str
+    object: Literal["llmloom.job"] = "llmloom.job"
+    uid: str
+    generation: int
+    created_at: str | None
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs."""
+
+    object: Literal["list"] = "list"
+    data: list[JobView]
+
+
+class JobDeleted(BaseModel):
+    """DELETE /v1/jobs/{job_id}."""
+
+    id: str
+    object: Literal["llmloom.job"] = "llmloom.job"
+    deleted: bool
+
+
+class JobResult(BaseModel):
+    """A stored result version of a job: its response, or its error."""
+
+    id: str
+    object: Literal["llmloom.result"] = "llmloom.result"
+    version: int
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
 
 
 class TaskInfo(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Query
 from llmloom import results
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError
+from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
 from llmloom.kube import LLMJOBS, KubeError, Obj
@@ -19,7 +19,7 @@ router = APIRouter()
 
 async def _task(services: Services, tenant: str, task_id: str) -> Obj:
     """The LLMJob behind a task of the tenant, or the OpenAI 404."""
-    obj = await services.kube.find(LLMJOBS, tenant, task_id)
+    obj = await jobs.find(services, LLMJOBS, tenant, task_id)
     if obj is None:
         raise _not_found(task_id)
     return obj
@@ -31,12 +31,12 @@ def _not_found(task_id: str) -> APIError:
     )
 
 
-@router.get("/v1/tasks/{task_id}")
+@router.get("/v1/tasks/{task_id}", responses=responses(400, 401, 404))
 async def get_task(
     task_id: str,
     services: ServicesDep,
     tenant: TenantDep,
-    wait: Annotated[float | None, Query()] = None,
+    wait: Annotated[float | None, Query(ge=0)] = None,
 ) -> TaskInfo:
     """The task's state; with ``?wait=N`` it waits up to N seconds for the answer."""
     obj = await _task(services, tenant, task_id)
@@ -51,7 +51,7 @@ async def get_task(
     return jobs.task_info(obj, outcome)
 
 
-@router.delete("/v1/tasks/{task_id}")
+@router.delete("/v1/tasks/{task_id}", responses=responses(401, 404))
 async def cancel_task(task_id: str, services: ServicesDep, tenant: TenantDep) -> TaskInfo:
     """Cancel a task: its LLMJob is deleted, and a worker running it stops."""
     obj = await _task(services, tenant, task_id)
