@@ -75,10 +75,10 @@ def expiry(fields: dict[str, FormPart], default: int) -> int:
         _text(fields, "expires_after[anchor]"),
         _text(fields, "expires_after[seconds]"),
     )
-    if seconds is None:
-        return default
     if anchor not in (None, "created_at"):
         raise APIError(400, "expires_after.anchor must be created_at", param="expires_after.anchor")
+    if seconds is None:
+        return default
     if not seconds.isdigit() or not MIN_EXPIRY_SECONDS <= int(seconds) <= MAX_EXPIRY_SECONDS:
         raise APIError(
             400,
