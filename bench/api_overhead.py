@@ -2,11 +2,12 @@
 
 Starts the local control plane, Redis, a model server that answers after a
 fixed delay (the fault server's /delay endpoint), the operator, the API and W
-worker processes; then sends chat requests through the API with 1, 16 and 64
-concurrent clients. Each request is a real LLMJob. Overhead is the API's
-``X-LLMLoom-Overhead-Ms``: the request's time minus the provider call's.
+worker processes (each with C jobs in flight at most); then sends chat
+requests through the API with 1, 16 and 64 concurrent clients. Each request
+is a real LLMJob. Overhead is the API's ``X-LLMLoom-Overhead-Ms``: the
+request's time minus the provider call's.
 
-    .venv/bin/python -P bench/api_overhead.py [--workers 4] [--delay 0.1] [--requests 200]
+    .venv/bin/python -P bench/api_overhead.py [--workers 1] [--concurrency 64] [--delay 0.1]
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--delay", type=float, default=0.1)
     ap.add_argument("--requests", type=int, default=200)
     a = ap.parse_args()
@@ -89,6 +91,7 @@ def main() -> None:
                 "provider": "openai",
                 "model": "echo",
                 "endpoint": faults.endpoint(f"delay/{a.delay}"),
+                "concurrency": a.concurrency,
             },
         }
         cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(flavor))
@@ -129,8 +132,8 @@ def main() -> None:
         redis.stop()
         cluster.stop()
     print(
-        f"provider delay {a.delay * 1000:.0f} ms, {a.workers} worker processes, "
-        "one LLMJob per request\n"
+        f"provider delay {a.delay * 1000:.0f} ms, {a.workers} worker process(es) of "
+        f"concurrency {a.concurrency}, one LLMJob per request\n"
     )
     print("| clients | requests | errors | overhead p50 | p95 | p99 | requests/s |")
     print("|---|---|---|---|---|---|---|")
