@@ -299,3 +299,20 @@ def ollama_server(
     LOG_SOURCES.append(lambda: f"===== ollama server\n{server.proc.tail(20)}")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def other_tenant(tenant: Tenant) -> Iterator[Tenant]:
+    """A second tenant beside ``tenant``."""
+    name = f"{tenant.namespace[:50]}-b{uuid.uuid4().hex[:4]}"
+    tenant.cluster.kubectl("create", "namespace", name)
+
+    async def token() -> str:
+        kube = Kube.connect(str(tenant.cluster.kubeconfig))
+        try:
+            return await apitokens.create(kube, name, "t")
+        finally:
+            await kube.aclose()
+
+    yield Tenant(namespace=name, token=asyncio.run(token()), cluster=tenant.cluster)
+    tenant.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

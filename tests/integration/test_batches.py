@@ -3,12 +3,10 @@ operator, their output and error files, cancelling, refused input, tenants."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import openai
@@ -16,11 +14,9 @@ import pytest
 import yaml
 from openai.types import Batch
 
-from llmloom import apitokens
 from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
-from llmloom.kube import Kube
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 
@@ -208,23 +204,6 @@ def test_an_input_file_that_is_not_jsonl_fails_the_batch_with_the_line(
     with pytest.raises(openai.BadRequestError) as err:
         sdk.files.create(file=("x.jsonl", data), purpose="fine-tune")
     assert err.value.code == "unsupported_purpose"
-
-
-@pytest.fixture
-def other_tenant(tenant: Tenant) -> Iterator[Tenant]:
-    """A second tenant beside ``tenant``."""
-    name = f"{tenant.namespace[:50]}-b{uuid.uuid4().hex[:4]}"
-    tenant.cluster.kubectl("create", "namespace", name)
-
-    async def token() -> str:
-        kube = Kube.connect(str(tenant.cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, name, "t")
-        finally:
-            await kube.aclose()
-
-    yield Tenant(namespace=name, token=asyncio.run(token()), cluster=tenant.cluster)
-    tenant.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_another_tenant_sees_neither_files_nor_batches(

@@ -5,10 +5,8 @@ with nowhere to run."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,10 +15,8 @@ import openai
 import pytest
 import yaml
 
-from llmloom import apitokens
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
-from llmloom.kube import Kube
 
 from .conftest import Api, Tenant, flavor_manifest
 
@@ -195,23 +191,6 @@ def test_a_spent_budget_is_insufficient_quota_and_usage_adds_up(
             "total_tokens": spent,
         }
     ]
-
-
-@pytest.fixture
-def other_tenant(tenant: Tenant) -> Iterator[Tenant]:
-    """A second tenant beside ``tenant``."""
-    name = f"{tenant.namespace[:50]}-b{uuid.uuid4().hex[:4]}"
-    tenant.cluster.kubectl("create", "namespace", name)
-
-    async def token() -> str:
-        kube = Kube.connect(str(tenant.cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, name, "t")
-        finally:
-            await kube.aclose()
-
-    yield Tenant(namespace=name, token=asyncio.run(token()), cluster=tenant.cluster)
-    tenant.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_each_tenant_has_its_own_limits_and_usage(
