@@ -44,9 +44,10 @@ class Context:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
         return Deps(
             settings=settings,
-            # Few connections to the API server: its calls are short, and httpx scans every
-            # pooled connection on each request.
-            kube=Kube.connect(settings.kubeconfig, max_connections=16),
+            # Few connections to the API server: its calls are short, and httpx looks at
+            # every pooled connection on each request (with 16, a job cost 6 ms more CPU:
+            # bench/worker_concurrency.py).
+            kube=Kube.connect(settings.kubeconfig, max_connections=4),
             redis=Redis.from_url(settings.redis_url, max_connections=max_connections),
             http=httpx.AsyncClient(limits=limits),
         )
