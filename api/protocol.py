@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmloom.resources import Message, Parameters
+from llmloom.resources import Message, Parameters, ResponseFormat
 
 INT32_MAX = 2**31 - 1
 
@@ -41,6 +41,37 @@ class StreamOptions(BaseModel):
     """Send the token usage in a last chunk with no choices."""
 
 
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's ``response_format.json_schema``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatRequest(BaseModel):
+    """OpenAI's ``response_format``: text, a JSON object, or JSON following a schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormatRequest:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given exactly when type is 'json_schema'")
+        return self
+
+    def to_resource(self) -> ResponseFormat:
+        schema = self.json_schema
+        wire = None if schema is None else schema.model_dump(by_alias=True, exclude_none=True)
+        return ResponseFormat(type=self.type, json_schema=wire)
+
+
 class ChatCompletionRequest(BaseModel):
     """The body of POST /v1/chat/completions (the fields LLMLoom honours)."""
 
@@ -57,6 +88,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, json_schema_extra={"minimum": 1, "maximum": 1})
     stream: bool = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormatRequest | None = None
     user: str | None = None
 
     @field_validator("n")
@@ -74,6 +106,11 @@ class ChatCompletionRequest(BaseModel):
             max_tokens=self.max_completion_tokens or self.max_tokens,
             stop=stop,
             seed=self.seed,
+            response_format=(
+                self.response_format.to_resource()
+                if self.response_format and self.response_format.type != "text"
+                else None
+            ),
         )
         return params if params.wire() else None
 

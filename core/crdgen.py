@@ -146,9 +146,12 @@ def structural(schema: Schema, defs: dict[str, Schema] | None = None) -> Schema:
         return structural({**variants[0], **rest}, defs)
 
     out: Schema = {}
+    free_form = schema.get("x-kubernetes-preserve-unknown-fields") is True
     for key, value in schema.items():
         if key in ("title", "$defs") or (key == "additionalProperties" and value is False):
             continue  # no titles in CRDs; unknown fields are pruned by the server anyway
+        if key == "additionalProperties" and free_form:
+            continue  # the server keeps the whole object as it is
         if key == "properties":
             out[key] = {name: structural(sub, defs) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):

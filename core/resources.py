@@ -360,6 +360,32 @@ class Message(Model):
     """Optional name of the participant."""
 
 
+class ResponseFormat(Model):
+    """The form of the answer, as OpenAI's ``response_format``: plain text, any JSON
+    object, or JSON that follows a schema. Providers constrain the model's output
+    (vLLM and llama.cpp with a grammar, Ollama with ``format``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(self.type == 'json_schema') == has(self.jsonSchema)",
+                    "jsonSchema is set exactly when type is json_schema",
+                )
+            ]
+        }
+    )
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    """text, json_object or json_schema."""
+    json_schema: dict[str, Any] | None = Field(
+        default=None,
+        # The API server keeps the object as it is: it is a JSON schema of the user's.
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+    """OpenAI's ``json_schema`` object: ``name``, ``schema`` and ``strict``."""
+
+
 class Parameters(Model):
     """Sampling parameters passed to the provider."""
 
@@ -375,6 +401,8 @@ class Parameters(Model):
     """Seed for providers that sample deterministically with one."""
     dimensions: int | None = Field(default=None, ge=1, le=65536)
     """Length of the embedding vectors, for models that can shorten them."""
+    response_format: ResponseFormat | None = None
+    """The form of a chat answer: text, a JSON object, or JSON following a schema."""
 
 
 class KeyRef(Model):

@@ -191,6 +191,11 @@ def ollama_body(
     body: dict[str, Any] = {"model": spec.model, "messages": wire["messages"], "stream": False}
     if options:
         body["options"] = options
+    form = wire.get("response_format") or {}
+    if form.get("type") == "json_object":
+        body["format"] = "json"
+    elif form.get("type") == "json_schema":
+        body["format"] = (form.get("json_schema") or {}).get("schema", "json")
     return body
 
 

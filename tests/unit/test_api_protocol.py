@@ -96,3 +96,18 @@ def test_more_than_one_choice_says_so(client: TestClient) -> None:
     r = client.post("/chat", json=body)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "n" and "only n=1" in r.json()["error"]["message"]
+
+
+def test_response_format_reaches_the_job_and_text_is_the_default() -> None:
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    schema = {"name": "pick", "schema": {"type": "object"}}
+    asked = ChatCompletionRequest.model_validate(
+        base | {"response_format": {"type": "json_schema", "json_schema": schema}}
+    ).parameters()
+    assert asked is not None and asked.wire() == {
+        "responseFormat": {"type": "json_schema", "jsonSchema": schema}
+    }
+    text = {"response_format": {"type": "text"}}
+    assert ChatCompletionRequest.model_validate(base | text).parameters() is None
+    with pytest.raises(ValueError, match="json_schema"):
+        ChatCompletionRequest.model_validate(base | {"response_format": {"type": "json_schema"}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from llmloom.resources import FlavorSpec, Message, Parameters, Retry
+from llmloom.resources import FlavorSpec, Message, Parameters, ResponseFormat, Retry
 from llmloom.worker.calls import backoff
 from llmloom.worker.providers import chat_body, classify, from_ollama, ollama_body, retry_after
 
@@ -134,3 +134,24 @@ def test_ollama_wire_maps_options_and_answers() -> None:
     assert answer["choices"][0]["message"]["content"] == "yo"
     assert answer["choices"][0]["finish_reason"] == "length"
     assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+
+
+def test_a_json_answer_is_asked_of_each_wire_in_its_own_words() -> None:
+    spec = FlavorSpec(provider="ollama", model="m", endpoint="http://x")
+    msgs = [Message(role="user", content="hi")]
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    as_schema = Parameters(
+        response_format=ResponseFormat(
+            type="json_schema", json_schema={"name": "n", "schema": schema, "strict": True}
+        )
+    )
+    # OpenAI wire (vLLM, llama.cpp): OpenAI's own response_format, passed as is.
+    assert chat_body(spec, msgs, as_schema)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "n", "schema": schema, "strict": True},
+    }
+    # Ollama: "format" is the schema itself, or "json" for any JSON object.
+    assert ollama_body(spec, msgs, as_schema)["format"] == schema
+    any_json = Parameters(response_format=ResponseFormat(type="json_object"))
+    assert ollama_body(spec, msgs, any_json)["format"] == "json"
+    assert "format" not in ollama_body(spec, msgs, None)
