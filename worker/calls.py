@@ -110,6 +110,33 @@ def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
     return endpoint
 
 
+EMBEDDING_BATCH = 256
+"""Texts per embeddings call: model servers batch on the GPU, but a request of
+thousands of texts risks their request limits and memory (OpenAI takes 2,048)."""
+
+
+def embedding_batches(texts: list[str]) -> list[list[str]]:
+    """The texts in calls of at most ``EMBEDDING_BATCH``, in order."""
+    return [texts[i : i + EMBEDDING_BATCH] for i in range(0, len(texts), EMBEDDING_BATCH)] or [[]]
+
+
+def merged_embeddings(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One OpenAI embeddings answer from the answers of consecutive batches: vectors
+    indexed in order, usage summed."""
+    data: list[dict[str, Any]] = []
+    prompt = total = 0
+    for answer in answers:
+        for item in answer["data"]:
+            data.append({**item, "index": len(data)})
+        usage = answer.get("usage") or {}
+        prompt += int(usage.get("prompt_tokens") or 0)
+        total += int(usage.get("total_tokens") or usage.get("prompt_tokens") or 0)
+    merged = {**answers[0], "data": data}
+    if any(a.get("usage") for a in answers):
+        merged["usage"] = {"prompt_tokens": prompt, "total_tokens": total}
+    return merged
+
+
 async def _call(
     deps: Deps,
     flavor: Flavor,
@@ -125,7 +152,11 @@ async def _call(
         return await CHAT[provider](deps.http, endpoint, flavor.spec, api_key, messages, params)
     if job.spec.task == "embeddings":
         texts = job.spec.texts or []
-        return await EMBED[provider](deps.http, endpoint, flavor.spec, api_key, texts, params)
+        answers = [
+            await EMBED[provider](deps.http, endpoint, flavor.spec, api_key, part, params)
+            for part in embedding_batches(texts)
+        ]
+        return merged_embeddings(answers)
     chat = job.spec.messages or []
     if job.spec.stream:
         return await CHAT_STREAM[provider](

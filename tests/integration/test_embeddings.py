@@ -56,6 +56,19 @@ def test_embeddings_through_the_openai_sdk(api: Api, tenant: Tenant, minilm: str
     assert len(one.data) == 1
 
 
+def test_a_long_list_is_embedded_in_batches_and_answered_in_order(
+    api: Api, tenant: Tenant, minilm: str
+) -> None:
+    client = openai.OpenAI(base_url=f"{api.url}/v1", api_key=tenant.token, max_retries=0)
+    texts = [f"Item number {i} of the catalogue." for i in range(600)]  # three calls of 256
+    many = client.embeddings.create(model=minilm, input=texts, encoding_format="float")
+    assert [d.index for d in many.data] == list(range(600))
+    for i in (0, 255, 256, 599):  # each side of each batch's edge is the text's own vector
+        alone = client.embeddings.create(model=minilm, input=texts[i], encoding_format="float")
+        assert many.data[i].embedding == pytest.approx(alone.data[0].embedding, abs=1e-5)
+    assert many.usage.prompt_tokens > 600
+
+
 def test_embeddings_job_with_kubectl(
     tenant: Tenant, minilm: str, redis_server: RedisServer, api: Api
 ) -> None:

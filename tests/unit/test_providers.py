@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from llmloom.resources import FlavorSpec, Message, Parameters, ResponseFormat, Retry
-from llmloom.worker.calls import backoff
+from llmloom.worker.calls import backoff, embedding_batches, merged_embeddings
 from llmloom.worker.providers import chat_body, classify, from_ollama, ollama_body, retry_after
 
 
@@ -155,3 +155,21 @@ def test_a_json_answer_is_asked_of_each_wire_in_its_own_words() -> None:
     any_json = Parameters(response_format=ResponseFormat(type="json_object"))
     assert ollama_body(spec, msgs, any_json)["format"] == "json"
     assert "format" not in ollama_body(spec, msgs, None)
+
+
+def test_long_embedding_lists_go_in_batches_and_come_back_as_one_answer() -> None:
+    texts = [f"t{i}" for i in range(600)]
+    batches = embedding_batches(texts)
+    assert [len(b) for b in batches] == [256, 256, 88]
+    assert [t for b in batches for t in b] == texts
+
+    def answer(part: list[str]) -> dict[str, object]:
+        data = [{"index": i, "embedding": [float(t[1:])]} for i, t in enumerate(part)]
+        usage = {"prompt_tokens": len(part), "total_tokens": len(part)}
+        return {"object": "list", "model": "m", "data": data, "usage": usage}
+
+    merged = merged_embeddings([answer(b) for b in batches])
+    assert [d["index"] for d in merged["data"]] == list(range(600))
+    assert [d["embedding"] for d in merged["data"]] == [[float(i)] for i in range(600)]
+    assert merged["usage"] == {"prompt_tokens": 600, "total_tokens": 600}
+    assert embedding_batches([]) == [[]]  # an empty request is still one call
