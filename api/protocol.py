@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmloom.resources import Message, Parameters, ResponseFormat
 
@@ -85,18 +85,17 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    n: int = Field(default=1, json_schema_extra={"minimum": 1, "maximum": 1})
+    n: int = Field(default=1, ge=1, le=16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormatRequest | None = None
     user: str | None = None
 
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
+    @model_validator(mode="after")
+    def _one_streamed_choice(self) -> ChatCompletionRequest:
+        if self.stream and self.n != 1:
+            raise ValueError("n must be 1 when the answer is streamed")
+        return self
 
     def parameters(self) -> Parameters | None:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -106,6 +105,7 @@ class ChatCompletionRequest(BaseModel):
             max_tokens=self.max_completion_tokens or self.max_tokens,
             stop=stop,
             seed=self.seed,
+            choices=self.n if self.n != 1 else None,
             response_format=(
                 self.response_format.to_resource()
                 if self.response_format and self.response_format.type != "text"

@@ -403,6 +403,9 @@ class Parameters(Model):
     """Length of the embedding vectors, for models that can shorten them."""
     response_format: ResponseFormat | None = None
     """The form of a chat answer: text, a JSON object, or JSON following a schema."""
+    choices: int | None = Field(default=None, ge=1, le=16)
+    """Choices to generate for a chat, OpenAI's ``n`` (each from its own call to the
+    model). Not named ``n``: YAML 1.1, as kubectl reads it, takes ``n`` for false."""
 
 
 class KeyRef(Model):

@@ -137,6 +137,17 @@ def merged_embeddings(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def merged_choices(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One chat completion with a choice from each answer (``choices`` > 1), usage summed.
+    The prompt is counted once per call, as the calls were made."""
+    choices = [{**a["choices"][0], "index": i} for i, a in enumerate(answers)]
+    merged = {**answers[0], "choices": choices}
+    if all(a.get("usage") for a in answers):
+        keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+        merged["usage"] = {k: sum(int(a["usage"].get(k) or 0) for a in answers) for k in keys}
+    return merged
+
+
 async def _call(
     deps: Deps,
     flavor: Flavor,
@@ -158,6 +169,12 @@ async def _call(
         ]
         return merged_embeddings(answers)
     chat = job.spec.messages or []
+    if params is not None and (params.choices or 1) > 1:
+        calls = [
+            CHAT[provider](deps.http, endpoint, flavor.spec, api_key, chat, params)
+            for _ in range(params.choices or 1)
+        ]
+        return merged_choices(list(await asyncio.gather(*calls)))
     if job.spec.stream:
         return await CHAT_STREAM[provider](
             deps.http, endpoint, flavor.spec, api_key, chat, params, emit

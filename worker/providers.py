@@ -101,7 +101,8 @@ def chat_body(
         "messages": [m.model_dump(exclude_none=True) for m in messages],
     }
     if params is not None:
-        body.update(params.model_dump(exclude_none=True))
+        # Choices (OpenAI's n) are the worker's to make, one call each: not every server can.
+        body.update(params.model_dump(exclude_none=True, exclude={"choices"}))
     if spec.max_output_tokens is not None:
         body["max_tokens"] = min(
             body.get("max_tokens", spec.max_output_tokens), spec.max_output_tokens

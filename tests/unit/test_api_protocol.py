@@ -91,11 +91,13 @@ def test_unexpected_error_is_500_envelope_without_details(client: TestClient) ->
     assert r.json()["error"]["type"] == "server_error" and "bug" not in r.text
 
 
-def test_more_than_one_choice_says_so(client: TestClient) -> None:
-    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}
-    r = client.post("/chat", json=body)
-    assert r.status_code == 400
-    assert r.json()["error"]["param"] == "n" and "only n=1" in r.json()["error"]["message"]
+def test_several_choices_are_asked_for_but_never_streamed(client: TestClient) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}
+    asked = ChatCompletionRequest.model_validate(body).parameters()
+    assert asked is not None and asked.wire() == {"choices": 3}
+    r = client.post("/chat", json=body | {"stream": True})
+    assert r.status_code == 400 and "streamed" in r.json()["error"]["message"]
+    assert client.post("/chat", json=body | {"n": 17}).status_code == 400
 
 
 def test_response_format_reaches_the_job_and_text_is_the_default() -> None:

@@ -81,3 +81,22 @@ def test_exclusive_minimum_uses_the_openapi_3_0_form() -> None:
 def test_rendered_yaml_round_trips() -> None:
     for info in crdgen.CRDS:
         assert yaml.safe_load(crdgen.render(info)) == crdgen.crd(info)
+
+
+# Words YAML 1.1 reads as booleans (kubectl and the API server read YAML 1.1): a field
+# named like one would be stored as "true"/"false" by anyone writing it in a manifest.
+YAML11_BOOLEANS = {"y", "n", "yes", "no", "on", "off", "true", "false"}
+
+
+@pytest.mark.parametrize("info", crdgen.CRDS, ids=lambda i: i.kind)
+def test_no_field_is_named_like_a_yaml_boolean(info: crdgen.CrdInfo) -> None:
+    def names(node: Any) -> list[str]:
+        if not isinstance(node, dict):
+            return []
+        found = [k.lower() for k in node.get("properties", {})]
+        for child in (*node.get("properties", {}).values(), node.get("items")):
+            found += names(child)
+        return found
+
+    for version in crdgen.crd(info)["spec"]["versions"]:
+        assert not YAML11_BOOLEANS & set(names(version["schema"]["openAPIV3Schema"]))
