@@ -23,7 +23,7 @@ from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import SSE_EVENT, JobDeleted, JobList, JobResult, JobView
 from llmloom.api.services import Services
 from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
-from llmloom.resources import Flavor, LLMJobSpec
+from llmloom.resources import Flavor, LLMJobSpec, unknown_fields
 
 router = APIRouter()
 
@@ -74,6 +74,9 @@ async def _get(services: Services, tenant: str, job_id: str) -> Obj:
     },
 )
 async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    unknown = unknown_fields(LLMJobSpec, request.spec, "spec")
+    if unknown:
+        raise APIError(400, f"{unknown[0]}: unknown field", param=unknown[0])
     try:
         spec = LLMJobSpec.model_validate(request.spec)
     except ValidationError as exc:

@@ -10,7 +10,7 @@ Python side and the server agree on what a valid object is.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -33,6 +33,36 @@ class Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, unset fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def unknown_fields(model: type[BaseModel], data: Any, path: str = "") -> list[str]:
+    """Paths of the keys in ``data`` that ``model`` has no field for, nested models and
+    lists of them included. The models ignore unknown fields (an older component must
+    read what a newer CRD allows); a request from a person should name them instead."""
+    if not isinstance(data, dict):
+        return []
+    fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+    fields |= {name: f for name, f in model.model_fields.items()}
+    found: list[str] = []
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        field = fields.get(key)
+        if field is None:
+            found.append(where)
+            continue
+        for inner in _models_in(field.annotation):
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                at = f"{where}[{i}]" if isinstance(value, list) else where
+                found += unknown_fields(inner, item, at)
+    return found
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation holds (``X | None``, ``list[X]``, ``Annotated[...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def server_default(model: type[Model]) -> dict[str, Any]:

@@ -72,6 +72,11 @@ def test_jobs_over_http(
     assert httpx.post(base, json={"name": "report", "spec": spec}, headers=auth).status_code == 409
     bad = httpx.post(base, json={"spec": {"flavor": "echo", "messages": []}}, headers=auth)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "spec.messages"
+    typo = {**spec, "parameters": {"temprature": 0.5}}  # would silently be dropped
+    bad = httpx.post(base, json={"spec": typo}, headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "spec.parameters.temprature"
+    assert [j["id"] for j in httpx.get(base, headers=auth).json()["data"]] == ["report"]
     assert httpx.delete(f"{base}/report", headers=auth).json()["deleted"] is True
     assert httpx.get(f"{base}/report", headers=auth).status_code == 404
 

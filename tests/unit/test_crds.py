@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmloom import crdgen
+from llmloom import crdgen, resources
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -100,3 +100,20 @@ def test_no_field_is_named_like_a_yaml_boolean(info: crdgen.CrdInfo) -> None:
 
     for version in crdgen.crd(info)["spec"]["versions"]:
         assert not YAML11_BOOLEANS & set(names(version["schema"]["openAPIV3Schema"]))
+
+
+def test_unknown_fields_are_named_with_their_path() -> None:
+    spec = {
+        "flavor": "f",
+        "messages": [{"role": "user", "content": "x"}, {"role": "user", "contnet": "y"}],
+        "parameters": {"temperature": 1, "max_tokens": 5, "maxTokens": 5},
+        "document": {"text": "t"},
+        "colour": "red",
+    }
+    assert resources.unknown_fields(resources.LLMJobSpec, spec, "spec") == [
+        "spec.messages[1].contnet",
+        "spec.colour",
+    ]
+    # A free-form object (a JSON schema) is the user's own: nothing in it is unknown.
+    form = {"type": "json_schema", "jsonSchema": {"schema": {"anything": 1}}}
+    assert resources.unknown_fields(resources.ResponseFormat, form) == []
