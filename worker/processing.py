@@ -12,28 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-from llmloom import conditions, events, jobstatus, results, streams
+from llmloom import events, jobstatus, results, streams
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
 from llmloom.worker.calls import answer
 from llmloom.worker.deps import Deps, JobFailed
-from llmloom.worker.inflight import Inflight
+from llmloom.worker.inflight import Inflight, stop_reason
 
 log = logging.getLogger(__name__)
 COMPONENT = "llmloom-worker"
-
-
-async def update_status(
-    deps: Deps, ref: JobRef, mutate: Callable[[dict[str, Any]], None]
-) -> Obj | None:
-    """Write the status of exactly this job version (None: it is gone or was edited)."""
-    return await deps.kube.update_status(
-        LLMJOBS, ref.namespace, ref.name, mutate, uid=ref.uid, generation=ref.generation
-    )
 
 
 def deadline_left(job: LLMJob, now: float) -> float | None:
@@ -92,15 +82,12 @@ async def process(deps: Deps, inflight: Inflight, ref: JobRef) -> str:
 async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Future[str]) -> str:
     # The watch's copy saves a read; a stale one only makes the first status write retry.
     obj = inflight.latest(ref) or await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
-    if obj is None:
-        return "deleted"
+    # The same test the watch applies while the job runs: deleted, edited, suspended, ended.
+    reason = stop_reason(ref, obj)
+    if reason is not None:
+        return "already-finished" if reason == "ended-elsewhere" else reason
+    assert obj is not None
     job = LLMJob.model_validate(obj)
-    if job.metadata.uid != ref.uid or job.metadata.generation != ref.generation:
-        return "superseded"
-    if job.spec.suspend:
-        return "suspended"
-    if conditions.finished([c.wire() for c in job.status.conditions], ref.generation):
-        return "already-finished"
     meta = {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}
     # Recording the start (status, then an Event) runs beside the provider call, not
     # before it: it is bookkeeping, and the caller is waiting for the answer.

@@ -56,7 +56,7 @@ def test_embeddings_through_the_openai_sdk(api: Api, tenant: Tenant, minilm: str
     assert len(one.data) == 1
 
 
-def test_a_long_list_is_embedded_in_batches_and_answered_in_order(
+def test_a_long_list_is_answered_in_order_with_each_texts_own_vector(
     api: Api, tenant: Tenant, minilm: str
 ) -> None:
     client = openai.OpenAI(base_url=f"{api.url}/v1", api_key=tenant.token, max_retries=0)
