@@ -26,8 +26,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"failing: {exc}"
     try:
-        resp = await services.kube.http.get("/version", timeout=5)
-        checks["kubernetes"] = "ok" if resp.is_success else f"failing: HTTP {resp.status_code}"
+        await services.kube.version()
+        checks["kubernetes"] = "ok"
     except Exception as exc:
         checks["kubernetes"] = f"failing: {exc!r}"
     ready = all(v == "ok" for v in checks.values())

@@ -8,6 +8,7 @@ on the API server, relayed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -170,19 +171,15 @@ async def _watch(services: Services, tenant: str, obj: Obj) -> AsyncIterator[byt
     yield f"data: {json.dumps(view(obj))}\n\n".encode()
     if obj.get("status", {}).get("state") in ("Succeeded", "Failed"):
         return
-    params = {
-        "watch": "1",
-        "fieldSelector": f"metadata.name={name}",
-        "resourceVersion": version,
-        "timeoutSeconds": str(int(services.settings.max_wait_seconds)),
-    }
-    async with services.kube.http.stream(
-        "GET", LLMJOBS.path(tenant), params=params, timeout=None
-    ) as resp:
-        async for line in resp.aiter_lines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
+    watch = services.kube.watch(
+        LLMJOBS,
+        tenant,
+        version,
+        timeout_seconds=int(services.settings.max_wait_seconds),
+        field_selector=f"metadata.name={name}",
+    )
+    async with contextlib.aclosing(watch) as events:  # closes the connection on return
+        async for event in events:
             if event.get("type") == "DELETED":
                 yield b"event: deleted\ndata: {}\n\n"
                 return

@@ -2,28 +2,28 @@
 
 Authentication is loaded by the official ``kubernetes`` package (kubeconfig or
 in-cluster service account, with token refresh), and requests go through one
-pooled ``httpx.AsyncClient``. Only the verbs LLMLoom needs are here, over any
-resource named by a ``Resource``; errors come back as ``KubeError`` with the
-API server's own message.
+pooled aiohttp session (``llmloom.httpio`` says why not httpx). Only the verbs
+LLMLoom needs are here, over any resource named by a ``Resource``; errors come
+back as ``KubeError`` with the API server's own message.
 """
 
 from __future__ import annotations
 
 import builtins
 import copy
-import json
+import json as _json
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from llmloom import GROUP, VERSION
+from llmloom import GROUP, VERSION, httpio
 
 Obj = dict[str, Any]
 
@@ -61,12 +61,27 @@ ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 NAMESPACES = Resource("", "v1", "namespaces")
 
 
+REQUEST_SECONDS = 30.0
+WATCH_SLACK_SECONDS = 60.0
+
+
 class KubeError(Exception):
     """An error answer of the API server."""
 
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code, self.reason, self.message = code, reason, message
+
+
+def _error(reply: httpio.Reply, reason: str) -> KubeError:
+    """The API server's Status answer as a KubeError (its reason and message)."""
+    try:
+        status = reply.json()
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        status = {"reason": reason, "message": reply.text}
+    return KubeError(reply.status, status.get("reason", ""), status.get("message", ""))
 
 
 def bearer(cfg: k8s_client.Configuration) -> str | None:
@@ -79,19 +94,6 @@ def bearer(cfg: k8s_client.Configuration) -> str | None:
         "authorization"
     )
     return str(value) if value else None
-
-
-class _ConfigAuth(httpx.Auth):
-    """Bearer token from the loaded configuration, refreshed as it rotates."""
-
-    def __init__(self, cfg: k8s_client.Configuration) -> None:
-        self.cfg = cfg
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = bearer(self.cfg)
-        if token:
-            request.headers["Authorization"] = token
-        yield request
 
 
 def load_config(kubeconfig: str | None = None) -> k8s_client.Configuration:
@@ -120,26 +122,39 @@ def _ssl_context(cfg: k8s_client.Configuration) -> ssl.SSLContext:
 
 
 class Kube:
-    """Async access to the API server; one per process, closed with ``aclose``."""
+    """Async access to the API server; one per process, closed with ``aclose``.
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
+    The session is made on first use, on the loop that uses it.
+    """
+
+    def __init__(self, cfg: k8s_client.Configuration, max_connections: int = 100) -> None:
+        self.cfg = cfg
+        self.base = cfg.host.rstrip("/")
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, max_connections: int = 100) -> Kube:
         """A client from the kubeconfig (or in-cluster account)."""
-        cfg = load_config(kubeconfig)
-        http = httpx.AsyncClient(
-            base_url=cfg.host,
-            verify=_ssl_context(cfg),
-            auth=_ConfigAuth(cfg),
-            timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(max_connections=max_connections),
-        )
-        return cls(http)
+        return cls(load_config(kubeconfig), max_connections)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = httpio.session(self.max_connections, _ssl_context(self.cfg))
+        return self._session
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        # Read per request: the configuration's refresh hook rotates tokens.
+        token = bearer(self.cfg)
+        headers = {"Authorization": token} if token else {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
 
     async def _call(
         self,
@@ -149,17 +164,26 @@ class Kube:
         json: Any = None,
         params: dict[str, str] | None = None,
         content_type: str = "application/json",
+        seconds: float = REQUEST_SECONDS,
     ) -> Obj:
-        headers = {"Content-Type": content_type} if json is not None else {}
-        resp = await self.http.request(method, path, json=json, params=params, headers=headers)
-        if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = {"reason": resp.reason_phrase, "message": resp.text}
-            raise KubeError(resp.status_code, body.get("reason", ""), body.get("message", ""))
-        result: Obj = resp.json()
+        body = None if json is None else _json.dumps(json).encode()
+        async with self.session.request(
+            method,
+            self.base + path,
+            data=body,
+            params=params,
+            headers=self._headers(content_type if body is not None else None),
+            timeout=httpio.timeout(seconds),
+        ) as resp:
+            reply = await httpio.read(resp)
+        if reply.status >= 400:
+            raise _error(reply, resp.reason or "")
+        result: Obj = reply.json()
         return result
+
+    async def version(self) -> Obj:
+        """The API server's /version (what readiness checks ask)."""
+        return await self._call("GET", "/version", seconds=5)
 
     async def get(self, res: Resource, namespace: str, name: str) -> Obj:
         return await self._call("GET", res.path(namespace, name))
@@ -187,7 +211,7 @@ class Kube:
         resource_version: str,
         timeout_seconds: int = 300,
         field_selector: str | None = None,
-    ) -> AsyncIterator[Obj]:
+    ) -> AsyncGenerator[Obj, None]:
         """Watch events (``{"type", "object"}``) after ``resource_version``, until the
         server ends the watch. A 410 Gone arrives as an ``ERROR`` event: list again."""
         params = {
@@ -198,13 +222,18 @@ class Kube:
         }
         if field_selector:
             params["fieldSelector"] = field_selector
-        async with self.http.stream("GET", res.path(namespace), params=params, timeout=None) as r:
-            if r.status_code >= 400:
-                await r.aread()
-                raise KubeError(r.status_code, r.reason_phrase, r.text)
-            async for line in r.aiter_lines():
-                if line.strip():
-                    yield json.loads(line)
+        async with self.session.get(
+            self.base + res.path(namespace),
+            params=params,
+            headers=self._headers(),
+            # The server ends the watch after timeout_seconds; past that, the connection
+            # is dead (a bookmark or an event arrives at least every minute or so).
+            timeout=httpio.timeout(timeout_seconds + WATCH_SLACK_SECONDS),
+        ) as resp:
+            if resp.status >= 400:
+                raise _error(await httpio.read(resp), resp.reason or "")
+            async for line in httpio.lines(resp):
+                yield _json.loads(line)
 
     async def list_with_version(
         self, res: Resource, namespace: str | None = None

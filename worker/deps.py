@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 
 from llmloom.kube import Kube
@@ -25,7 +25,8 @@ class Deps:
     settings: WorkerSettings
     kube: Kube
     redis: Redis
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession
+    """Calls to model servers and document URLs."""
     cache: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
     """Objects read from the API server lately (flavors, API keys), with when."""
     call_slots: dict[tuple[str, str], tuple[int, asyncio.Semaphore]] = field(default_factory=dict)

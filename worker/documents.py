@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 import tiktoken
 
-from llmloom import chunking, tokens
+from llmloom import chunking, httpio, tokens
 from llmloom.kube import FLAVORS, LLMJOBS, SECRETS, Resource
 from llmloom.resources import Chunking, Flavor, LLMJob, Message, Progress, ProgressPhase, Usage
 from llmloom.worker.calls import Answer, complete, load_flavor
@@ -622,17 +622,15 @@ async def _refuse_link_local(url: str) -> None:
             raise _fail("DocumentForbidden", f"{url}: link-local addresses are not fetched", 403)
 
 
-async def fetch(http: httpx.AsyncClient, url: str) -> str:
+async def fetch(http: aiohttp.ClientSession, url: str) -> str:
     """A document from an http(s) URL: transport errors and 5xx retried, size bounded."""
     await _refuse_link_local(url)
     for attempt in range(FETCH_ATTEMPTS):
         try:
-            async with http.stream(
-                "GET", url, timeout=FETCH_SECONDS, follow_redirects=True
-            ) as resp:
-                if resp.status_code < 400:
+            async with http.get(url, timeout=httpio.timeout(FETCH_SECONDS)) as resp:
+                if resp.status < 400:
                     body = bytearray()
-                    async for part in resp.aiter_bytes():
+                    async for part in resp.content.iter_any():
                         body += part
                         if len(body) > MAX_DOCUMENT_BYTES:
                             raise _fail(
@@ -640,17 +638,15 @@ async def fetch(http: httpx.AsyncClient, url: str) -> str:
                                 f"{url} is larger than {MAX_DOCUMENT_BYTES} bytes",
                                 413,
                             )
-                    charset = resp.charset_encoding or "utf-8"
+                    charset = resp.charset or "utf-8"
                     try:
                         return bytes(body).decode(charset)
                     except (LookupError, UnicodeDecodeError) as exc:
                         raise _fail("DocumentInvalid", f"{url}: not {charset} text", 400) from exc
-                if resp.status_code < 500 or attempt == FETCH_ATTEMPTS - 1:
-                    reason = (
-                        "DocumentNotFound" if resp.status_code == 404 else "DocumentUnavailable"
-                    )
-                    raise _fail(reason, f"GET {url} answered {resp.status_code}", 502)
-        except httpx.TransportError as exc:
+                if resp.status < 500 or attempt == FETCH_ATTEMPTS - 1:
+                    reason = "DocumentNotFound" if resp.status == 404 else "DocumentUnavailable"
+                    raise _fail(reason, f"GET {url} answered {resp.status}", 502)
+        except (*httpio.TIMEOUT_ERRORS, *httpio.TRANSPORT_ERRORS) as exc:
             if attempt == FETCH_ATTEMPTS - 1:
                 raise _fail("DocumentUnavailable", f"GET {url}: {exc!r}", 502) from exc
         await asyncio.sleep(2**attempt)

@@ -15,8 +15,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import httpx
+import aiohttp
 
+from llmloom import httpio
+from llmloom.httpio import Reply
 from llmloom.resources import FlavorSpec, Message, Parameters
 
 
@@ -47,7 +49,7 @@ _CONTEXT_MARKERS = (
 )
 
 
-def _error_text(resp: httpx.Response) -> str:
+def _error_text(resp: Reply) -> str:
     try:
         body = resp.json()
     except ValueError:
@@ -73,16 +75,16 @@ def retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def classify(resp: httpx.Response) -> ProviderError:
+def classify(resp: Reply) -> ProviderError:
     """The ProviderError for an HTTP error answer of an OpenAI-wire server."""
-    text, code = _error_text(resp), resp.status_code
+    text, code = _error_text(resp), resp.status
     if code == 400 and any(m in text.lower() for m in _CONTEXT_MARKERS):
         return ProviderError("ContextLengthExceeded", text, retryable=False, status=code)
     if code in (401, 403):
         return ProviderError("ProviderUnauthorized", text, retryable=False, status=code)
     if code == 404:
         return ProviderError("ModelNotFound", text, retryable=False, status=code)
-    after = retry_after(resp.headers.get("retry-after"))
+    after = retry_after(resp.header("retry-after"))
     if code == 429:
         return ProviderError("RateLimited", text, retryable=True, status=code, retry_after=after)
     if code >= 500:
@@ -121,38 +123,41 @@ def _transport_errors(url: str, seconds: float) -> Iterator[None]:
     """Raise transport failures as retryable ProviderErrors."""
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except httpio.TIMEOUT_ERRORS as exc:  # before the transport errors: these are OSErrors
         raise ProviderError(
             "ProviderTimeout", f"no answer from {url} within {seconds:g}s", retryable=True
         ) from exc
-    except httpx.TransportError as exc:
+    except httpio.TRANSPORT_ERRORS as exc:
         raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
 
 
 async def _post(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     path: str,
     body: dict[str, Any],
     api_key: str | None,
     seconds: float,
-) -> httpx.Response:
+) -> Reply:
     """POST to the provider, with its key; transport failures and error answers raised
     as classified ProviderErrors."""
     url, headers = _target(endpoint, path, api_key)
     with _transport_errors(url, seconds):
-        resp = await http.post(url, json=body, headers=headers, timeout=seconds)
-    if resp.status_code >= 400:
-        raise classify(resp)
-    return resp
+        async with http.post(
+            url, json=body, headers=headers, timeout=httpio.timeout(seconds)
+        ) as resp:
+            reply = await httpio.read(resp)
+    if reply.status >= 400:
+        raise classify(reply)
+    return reply
 
 
-def _malformed(resp: httpx.Response, what: str) -> ProviderError:
+def _malformed(resp: Reply, what: str) -> ProviderError:
     return ProviderError("MalformedResponse", f"not {what}: {resp.text[:500]}", retryable=True)
 
 
 async def openai_chat(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
@@ -225,7 +230,7 @@ def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 async def ollama_chat(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
@@ -245,7 +250,7 @@ CHAT = {"openai": openai_chat, "vllm": openai_chat, "ollama": ollama_chat}
 """The chat call of each provider."""
 
 
-def _check_embeddings(resp: httpx.Response, count: int) -> dict[str, Any]:
+def _check_embeddings(resp: Reply, count: int) -> dict[str, Any]:
     try:
         data: dict[str, Any] = resp.json()
         vectors = data["data"]
@@ -264,7 +269,7 @@ def embed_body(spec: FlavorSpec, texts: list[str], params: Parameters | None) ->
 
 
 async def openai_embed(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
@@ -278,7 +283,7 @@ async def openai_embed(
 
 
 async def ollama_embed(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
@@ -302,7 +307,7 @@ async def ollama_embed(
         }
     except (ValueError, KeyError, TypeError) as exc:
         raise _malformed(resp, "an Ollama embed answer") from exc
-    return _check_embeddings(httpx.Response(200, json=mapped), len(texts))
+    return _check_embeddings(Reply.of_json(200, mapped), len(texts))
 
 
 EMBED = {"openai": openai_embed, "vllm": openai_embed, "ollama": ollama_embed}
@@ -340,7 +345,7 @@ def _assembled(
 
 
 async def _stream_lines(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     path: str,
     body: dict[str, Any],
@@ -350,17 +355,17 @@ async def _stream_lines(
     """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON)."""
     url, headers = _target(endpoint, path, api_key)
     with _transport_errors(url, seconds):
-        async with http.stream("POST", url, json=body, headers=headers, timeout=seconds) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise classify(resp)
-            async for line in resp.aiter_lines():
-                if line.strip():
-                    yield line
+        async with http.post(
+            url, json=body, headers=headers, timeout=httpio.timeout(seconds)
+        ) as resp:
+            if resp.status >= 400:
+                raise classify(await httpio.read(resp))
+            async for line in httpio.lines(resp):
+                yield line
 
 
 async def openai_chat_stream(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,
@@ -403,7 +408,7 @@ async def openai_chat_stream(
 
 
 async def ollama_chat_stream(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: str,
     spec: FlavorSpec,
     api_key: str | None,

@@ -12,7 +12,9 @@ import asyncio
 import logging
 import time
 
-import httpx
+import aiohttp
+
+from llmloom import httpio
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +27,25 @@ def health_url(provider: str, endpoint: str) -> str:
     return base.removesuffix("/v1") + "/health"
 
 
-async def _ollama_has(http: httpx.AsyncClient, endpoint: str, model: str) -> bool:
-    resp = await http.get(endpoint.rstrip("/") + "/api/tags", timeout=10)
-    names = {m.get("name", "") for m in resp.json().get("models", [])}
+async def _ollama_has(http: aiohttp.ClientSession, endpoint: str, model: str) -> bool:
+    async with http.get(endpoint.rstrip("/") + "/api/tags", timeout=httpio.timeout(10)) as resp:
+        tags = (await httpio.read(resp)).json()
+    names = {m.get("name", "") for m in tags.get("models", [])}
     return model in names or f"{model}:latest" in names
 
 
 async def wait_for_model(
-    http: httpx.AsyncClient, provider: str, endpoint: str, model: str, deadline_seconds: float
+    http: aiohttp.ClientSession, provider: str, endpoint: str, model: str, deadline_seconds: float
 ) -> None:
     """Return once the server answers (and, for Ollama, holds the model); raise on timeout."""
     url = health_url(provider, endpoint)
     deadline = time.monotonic() + deadline_seconds
     while True:
         try:
-            if (await http.get(url, timeout=5)).status_code == 200:
-                break
-        except httpx.HTTPError:
+            async with http.get(url, timeout=httpio.timeout(5)) as resp:
+                if resp.status == 200:
+                    break
+        except (*httpio.TIMEOUT_ERRORS, *httpio.TRANSPORT_ERRORS):
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"the model server at {url} did not answer in {deadline_seconds:g}s")
@@ -49,9 +53,12 @@ async def wait_for_model(
     if provider == "ollama" and not await _ollama_has(http, endpoint, model):
         log.info("pulling %s into the Ollama server", model)
         left = max(1.0, deadline - time.monotonic())
-        resp = await http.post(
-            endpoint.rstrip("/") + "/api/pull", json={"model": model, "stream": False}, timeout=left
-        )
-        if resp.status_code >= 400 or not await _ollama_has(http, endpoint, model):
-            raise RuntimeError(f"Ollama could not pull {model}: {resp.text[:300]}")
+        async with http.post(
+            endpoint.rstrip("/") + "/api/pull",
+            json={"model": model, "stream": False},
+            timeout=httpio.timeout(left),
+        ) as resp:
+            pulled = await httpio.read(resp)
+        if pulled.status >= 400 or not await _ollama_has(http, endpoint, model):
+            raise RuntimeError(f"Ollama could not pull {model}: {pulled.text[:300]}")
     log.info("model server at %s is ready", endpoint)

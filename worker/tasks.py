@@ -16,9 +16,9 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import httpx
 from redis.asyncio import Redis
 
+from llmloom import httpio
 from llmloom.kube import Kube
 from llmloom.queues import JobRef
 from llmloom.settings import WorkerSettings
@@ -41,15 +41,11 @@ class Context:
         self.loop.call_soon_threadsafe(self.inflight.start)
 
     async def _connect(self, settings: WorkerSettings, max_connections: int) -> Deps:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=None)
         return Deps(
             settings=settings,
-            # Few connections to the API server: its calls are short, and httpx looks at
-            # every pooled connection on each request (with 16, a job cost 6 ms more CPU:
-            # bench/worker_concurrency.py).
-            kube=Kube.connect(settings.kubeconfig, max_connections=4),
+            kube=Kube.connect(settings.kubeconfig, max_connections=16),
             redis=Redis.from_url(settings.redis_url, max_connections=max_connections),
-            http=httpx.AsyncClient(limits=limits),
+            http=httpio.session(max_connections),
         )
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
@@ -67,7 +63,7 @@ class Context:
     async def _close(self) -> None:
         await self.inflight.close()
         await self.deps.kube.aclose()
-        await self.deps.http.aclose()
+        await self.deps.http.close()
         await self.deps.redis.aclose()
 
     def close(self) -> None:

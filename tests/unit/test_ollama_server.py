@@ -4,15 +4,20 @@ client and readiness against it, including failures a real model rarely produces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, Iterator
+import socket
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+import uvicorn
+from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
 
+from llmloom import httpio
 from llmloom.devstack.ollamaserver import CHAT_MODEL, EMBED_MODEL, OllamaError, app
 from llmloom.resources import FlavorSpec, Message, Parameters
 from llmloom.worker.providers import ProviderError, ollama_chat, ollama_chat_stream, ollama_embed
@@ -265,8 +270,22 @@ def flavor() -> FlavorSpec:
     )
 
 
-def against(server: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=server), base_url="http://ollama")
+@contextlib.asynccontextmanager
+async def against(server: Any) -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+    """The app served on a loopback socket in this process (the worker's HTTP client
+    speaks to sockets only), and a session to call it with: (session, base URL)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # connections wait in the backlog until the server starts accepting
+    config = uvicorn.Config(server, log_level="warning", lifespan="off")
+    serving = uvicorn.Server(config)
+    task = asyncio.create_task(serving.serve(sockets=[sock]))
+    try:
+        async with httpio.session(8) as http:
+            yield http, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        serving.should_exit = True
+        await task
 
 
 def test_the_worker_reads_ollamas_answers_and_counts() -> None:
@@ -276,17 +295,15 @@ def test_the_worker_reads_ollamas_answers_and_counts() -> None:
         async def emit(chunk: dict[str, Any]) -> None:
             emitted.append(chunk)
 
-        async with against(app(FakeChat(), FakeEmbed())) as http:
+        async with against(app(FakeChat(), FakeEmbed())) as (http, base):
             msgs = [Message(role="user", content="hi")]
             params = Parameters(max_tokens=4)
-            plain = await ollama_chat(http, "http://ollama", flavor(), None, msgs, params)
-            streamed = await ollama_chat_stream(
-                http, "http://ollama", flavor(), None, msgs, params, emit
-            )
+            plain = await ollama_chat(http, base, flavor(), None, msgs, params)
+            streamed = await ollama_chat_stream(http, base, flavor(), None, msgs, params, emit)
             spec = FlavorSpec.model_validate(
-                {"provider": "ollama", "model": EMBED_MODEL, "endpoint": "http://ollama"}
+                {"provider": "ollama", "model": EMBED_MODEL, "endpoint": base}
             )
-            vectors = await ollama_embed(http, "http://ollama", spec, None, ["a", "b"], None)
+            vectors = await ollama_embed(http, base, spec, None, ["a", "b"], None)
         return plain, streamed, emitted, vectors
 
     plain, streamed, emitted, vectors = asyncio.run(run())
@@ -314,11 +331,11 @@ def test_a_failure_in_the_middle_of_an_ollama_stream_fails_the_call() -> None:
         async def emit(chunk: dict[str, Any]) -> None:
             emitted.append(chunk)
 
-        async with against(app(FakeChat(fail_after=1), FakeEmbed())) as http:
+        async with against(app(FakeChat(fail_after=1), FakeEmbed())) as (http, base):
             with pytest.raises(ProviderError) as err:
                 await ollama_chat_stream(
                     http,
-                    "http://ollama",
+                    base,
                     flavor(),
                     None,
                     [Message(role="user", content="hi")],
@@ -335,29 +352,32 @@ def test_a_waiting_worker_pulls_its_model_and_refuses_one_the_library_lacks() ->
     server = app(FakeChat(), FakeEmbed(), installed=[])
 
     async def run() -> None:
-        async with against(server) as http:
-            await wait_for_model(http, "ollama", "http://ollama", "smollm2:135m", 5)
-            tags = (await http.get("/api/tags")).json()
+        async with against(server) as (http, base):
+            await wait_for_model(http, "ollama", base, "smollm2:135m", 5)
+            async with http.get(f"{base}/api/tags") as resp:
+                tags = await resp.json()
             assert [m["name"] for m in tags["models"]] == [CHAT_MODEL]
             with pytest.raises(RuntimeError, match="pull model manifest: file does not exist"):
-                await wait_for_model(http, "ollama", "http://ollama", "llama3", 5)
+                await wait_for_model(http, "ollama", base, "llama3", 5)
 
     asyncio.run(run())
 
 
 def test_an_ollama_stream_cut_before_its_done_line_is_not_an_answer() -> None:
     line = {"model": CHAT_MODEL, "message": {"role": "assistant", "content": "Hel"}, "done": False}
-    cut = httpx.MockTransport(
-        lambda request: httpx.Response(200, content=json.dumps(line).encode() + b"\n")
-    )
+    cut = FastAPI()
+
+    @cut.post("/api/chat")
+    def chat() -> Response:
+        return Response(json.dumps(line) + "\n", media_type="application/x-ndjson")
 
     async def run() -> None:
         async def emit(chunk: dict[str, Any]) -> None:
             pass
 
-        async with httpx.AsyncClient(transport=cut) as http:
+        async with against(cut) as (http, base):
             msgs = [Message(role="user", content="hi")]
-            await ollama_chat_stream(http, "http://ollama", flavor(), None, msgs, None, emit)
+            await ollama_chat_stream(http, base, flavor(), None, msgs, None, emit)
 
     with pytest.raises(ProviderError) as err:
         asyncio.run(run())

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
+from llmloom.httpio import Reply
 from llmloom.resources import FlavorSpec, Message, Parameters, ResponseFormat, Retry
 from llmloom.worker.calls import backoff, embedding_batches, merged_embeddings
 from llmloom.worker.providers import chat_body, classify, from_ollama, ollama_body, retry_after
 
 
-def resp(code: int, body: object) -> httpx.Response:
-    return httpx.Response(code, json=body)
+def resp(code: int, body: object) -> Reply:
+    return Reply.of_json(code, body)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_provider_message_is_kept() -> None:
 
 
 def test_non_json_error_body_is_kept_as_text() -> None:
-    err = classify(httpx.Response(502, text="<html>bad gateway</html>"))
+    err = classify(Reply(502, b"<html>bad gateway</html>"))
     assert err.reason == "ProviderUnavailable" and "bad gateway" in err.message
 
 
@@ -94,9 +94,7 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after(None) is None and retry_after("soon") is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 < (retry_after(later) or 0) <= 30
-    err = classify(
-        httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
-    )
+    err = classify(Reply.of_json(429, {"error": {"message": "slow down"}}, {"Retry-After": "7"}))
     assert err.retry_after == 7.0 and err.retryable
 
 
