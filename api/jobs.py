@@ -25,11 +25,9 @@ from llmloom.api.errors import APIError
 from llmloom.api.observability import PROVIDER_MS
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
+from llmloom.events import ORIGIN_LABEL
 from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj, Resource
 from llmloom.resources import Flavor, LLMJob, LLMJobSpec, RateLimit
-
-ORIGIN_LABEL = "llmloom.io/origin"
-
 
 # What Kubernetes accepts as an object's name (RFC 1123 subdomain). Anything else is
 # never looked up: it names nothing, and in a URL path it could name something else.

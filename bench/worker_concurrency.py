@@ -9,8 +9,8 @@ ran), creates N LLMJobs and enqueues them, then starts ONE worker process with
   was work waiting (first call to last call start), over concurrency x time;
 - added per request: from RQ's ``started_at`` (the worker took the job) to
   the result's done notification (what the API waits on), minus the call's
-  time at the server; compared with a plain httpx client calling the server
-  directly at the same concurrency (its time minus the server's).
+  time at the server; compared with the worker's HTTP client (aiohttp) calling
+  the server directly at the same concurrency (its time minus the server's).
 
 It also reports the worker's CPU time per job (what bounds one process: it
 runs on one core) and its peak memory (VmHWM). Each delay is one row.
@@ -34,17 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import yaml
 from redis import Redis
 from rq.job import Job
 
-from llmloom import queues, results
+from llmloom import httpio, queues, results
 from llmloom.devstack.cluster import Cluster
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
 from llmloom.devstack.stack import install_crds
+from llmloom.events import ORIGIN_LABEL
 
 NS = "bench"
 PY = [sys.executable, "-P", "-m", "llmloom.cli"]
@@ -64,12 +66,15 @@ def busy_fraction(calls: list[tuple[float, float]], slots: int) -> tuple[float, 
     return busy / (slots * (end - begin)), end - begin
 
 
-def job_manifests(flavor: str, n: int) -> str:
+def job_manifests(flavor: str, n: int, origin: str) -> str:
+    """Jobs as the API makes them for requests (no routine Events), or as a person
+    applies them (``kubectl``: a Completed Event each)."""
+    labels = {ORIGIN_LABEL: "api"} if origin == "api" else {}
     docs = [
         {
             "apiVersion": "llmloom.io/v1alpha1",
             "kind": "LLMJob",
-            "metadata": {"name": f"{flavor}-{i}", "namespace": NS},
+            "metadata": {"name": f"{flavor}-{i}", "namespace": NS, "labels": labels},
             "spec": {"flavor": flavor, "messages": [{"role": "user", "content": f"{flavor}-{i}"}]},
         }
         for i in range(n)
@@ -95,23 +100,24 @@ class DoneListener(threading.Thread):
 
 
 async def direct(url: str, slots: int, n: int) -> dict[str, float]:
-    """Call the server directly, ``slots`` at a time: each call's client-side time."""
+    """Call the server directly, ``slots`` at a time, with the HTTP client the worker
+    uses (aiohttp: httpx would add 2 ms of its own per call): each call's time."""
     took: dict[str, float] = {}
     todo: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         todo.put_nowait(i)
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         while not todo.empty():
             i = todo.get_nowait()
             body = {"model": "echo", "messages": [{"role": "user", "content": f"direct-{i}"}]}
             started = time.time()
-            r = await http.post(f"{url}/chat/completions", json=body)
-            r.raise_for_status()
+            async with http.post(f"{url}/chat/completions", json=body) as r:
+                r.raise_for_status()
+                await r.read()
             took[f"echo: direct-{i}"] = time.time() - started
 
-    limits = httpx.Limits(max_connections=slots, max_keepalive_connections=slots)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+    async with httpio.session(slots) as http:
         await asyncio.gather(*(client(http) for _ in range(slots)))
     return took
 
@@ -136,6 +142,10 @@ class Row:
     direct_added: list[float]
     busy: float
     added: list[float]
+    before: list[float]
+    """From the worker taking the job to the call reaching the server."""
+    after: list[float]
+    """From the server's answer to the result's done notification."""
     wall: float
     cpu_ms: float
     peak_mib: float
@@ -176,7 +186,7 @@ def run_delay(
     httpx.delete(f"{faults.base}/timeline")
 
     redis = Redis.from_url(redis_url)
-    cluster.kubectl("apply", "-f", "-", input=job_manifests(flavor, jobs))
+    cluster.kubectl("apply", "-f", "-", input=job_manifests(flavor, jobs, a.origin))
     listed = cluster.kubectl("get", "llmjobs", "-n", NS, "-o", "json").stdout
     listener = DoneListener(redis)
     listener.start()
@@ -207,14 +217,18 @@ def run_delay(
     listener.pubsub.close()
     timeline = httpx.get(f"{faults.base}/timeline").json()
     calls = {key.removeprefix("echo: "): (start, end) for key, start, end in timeline}
-    added = []
+    added, before, after = [], [], []
     for uid, ref in refs.items():
         rq_job = Job.fetch(ref.rq_id, connection=redis)
         assert rq_job.started_at is not None
         start, end = calls[ref.name]
         added.append((listener.seen[uid] - rq_job.started_at.timestamp() - (end - start)) * 1000)
+        before.append((start - rq_job.started_at.timestamp()) * 1000)
+        after.append((listener.seen[uid] - end) * 1000)
     busy, _ = busy_fraction(list(calls.values()), a.concurrency)
-    return Row(delay, direct_busy, direct_added, busy, added, wall, cpu * 1000 / jobs, peak)
+    return Row(
+        delay, direct_busy, direct_added, busy, added, before, after, wall, cpu * 1000 / jobs, peak
+    )
 
 
 def main() -> None:
@@ -222,6 +236,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--delays", type=float, nargs="+", default=[1.0, 2.0, 5.0])
     ap.add_argument("--waves", type=int, default=8, help="jobs = concurrency x waves")
+    ap.add_argument("--origin", choices=["api", "kubectl"], default="api", help="who made the jobs")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llmloom-bench-"))
     cluster = Cluster(gpu_nodes=0, cpu_nodes=1)
@@ -239,21 +254,24 @@ def main() -> None:
         cluster.stop()
     print(
         f"one worker process, concurrency {a.concurrency}, {a.concurrency * a.waves} jobs per "
-        f"row (LLMJobs on a real API server); {os.cpu_count()} CPUs shared by everything\n"
+        f"row (LLMJobs made by {a.origin}, on a real API server); {os.cpu_count()} CPUs "
+        "shared by everything\n"
     )
     print(
         "| server delay | direct: slots busy | direct: added p50 | worker: slots busy "
-        "| worker: added p50 | added p95 | worker over direct, p50 | worker CPU per job "
-        "| drained in | peak RSS |"
+        "| worker: added p50 | added p95 | worker over direct, p50 | of which before "
+        "/ after the call | worker CPU per job | drained in | peak RSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         over = statistics.median(r.added) - statistics.median(r.direct_added)
         print(
             f"| {r.delay * 1000:.0f} ms | {r.direct_busy:.1%} "
             f"| {statistics.median(r.direct_added):.1f} ms | {r.busy:.1%} "
             f"| {statistics.median(r.added):.1f} ms | {pct(r.added, 0.95):.1f} ms "
-            f"| {over:.1f} ms | {r.cpu_ms:.1f} ms | {r.wall:.1f} s | {r.peak_mib:.0f} MiB |"
+            f"| {over:.1f} ms | {statistics.median(r.before):.1f} / "
+            f"{statistics.median(r.after):.1f} ms "
+            f"| {r.cpu_ms:.1f} ms | {r.wall:.1f} s | {r.peak_mib:.0f} MiB |"
         )
 
 

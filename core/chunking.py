@@ -10,6 +10,7 @@ nothing is lost or repeated. Pure functions; the tokenizer is passed in.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -130,20 +131,29 @@ def _verified(
     bound (tokens can merge across the pieces' seams) hands its last pieces on."""
     chunks: list[Chunk] = []
     start = 0
-    pending = list(reversed(groups))
+    # Counting every group is a second pass over the whole text: tiktoken does it on
+    # all cores at once (it releases the GIL), before the first call can start.
+    texts = ["".join(p for p, _ in group) for group in groups]
+    counts: list[int | None] = [len(ids) for ids in _encode_all(texts, enc)]
+    pending = list(reversed(list(zip(groups, counts, strict=True))))
     while pending:
-        group = pending.pop()
+        group, counted = pending.pop()
         text = "".join(p for p, _ in group)
-        n = count(text, enc)
+        n = count(text, enc) if counted is None else counted
         if n > max_tokens and len(group) > 1:
             keep = len(group) - 1
-            pending.append(group[keep:])
-            pending.append(group[:keep])
+            pending.append((group[keep:], None))
+            pending.append((group[:keep], None))
             continue
         if text:
             chunks.append(Chunk(text=text, start=start, tokens=n))
         start += len(text)
     return chunks
+
+
+def _encode_all(texts: list[str], enc: tiktoken.Encoding) -> list[list[int]]:
+    """Each text's tokens (special-token markers as plain text), on all cores."""
+    return enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
 
 
 def group_by_budget(

@@ -64,12 +64,17 @@ async def store(
     """
     key = result_key(uid, version)
     data = outcome.model_dump_json(exclude_none=True)
-    if not await redis.set(key, data, nx=True, ex=ttl):
+    # One round trip: the announcement only says that this version has a result, so
+    # it may go out before we know whose result stands.
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(key, data, nx=True, ex=ttl)
+        pipe.publish(done_channel(uid), json.dumps({"version": version}))
+        written, _ = await pipe.execute()
+    if not written:
         existing = await redis.get(key)
         if existing is not None:
             data = existing.decode() if isinstance(existing, bytes) else existing
             outcome = Outcome.model_validate_json(data)
-    await redis.publish(done_channel(uid), json.dumps({"version": version}))
     return outcome, len(data.encode())
 
 

@@ -212,7 +212,8 @@ async def admit_job(
         raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
     if adm.action == "reject":
         logger.warning(f"rejected: {adm.message}")
-    if memo.kube is not None and not (adm.action == "enqueue" and already):
+    routine = adm.action == "enqueue" and (already or not events.routine_events(dict(meta)))
+    if memo.kube is not None and not routine:
         kind: EventType = "Warning" if adm.action == "reject" else "Normal"
         reason = "Accepted" if adm.action == "enqueue" else adm.reason
         await events.post(memo.kube, "LLMJob", dict(meta), reason, adm.message, kind, COMPONENT)

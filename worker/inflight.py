@@ -1,11 +1,12 @@
 """The job versions a worker process is running: kept alive, and told when to stop.
 
 A worker may run dozens of jobs at once, so the per-job chores are shared: one
-task renews the lease of every running version in a single Redis round trip,
-and one watch per namespace on LLMJobs tells each running version at once
-when its job is deleted, edited, suspended or ended elsewhere (by the
-operator at its deadline). A poll per job would cost an API-server request
-per job every few seconds and notice a cancellation only at the next poll.
+task writes the leases of every running version (taken, renewed, dropped) in
+a single Redis round trip per batch of changes, and one watch per namespace on
+LLMJobs tells each running version at once when its job is deleted, edited,
+suspended or ended elsewhere (by the operator at its deadline). A poll per
+job would cost an API-server request per job every few seconds and notice a
+cancellation only at the next poll.
 
 The watch also keeps the latest object of each job of the worker's flavors
 (as an informer's cache does), so starting a job usually needs no read: the
@@ -26,6 +27,7 @@ from llmloom.worker.deps import Deps
 
 log = logging.getLogger(__name__)
 WATCH_RETRY_SECONDS = 1.0
+LEASE_RETRY_SECONDS = 0.5
 
 
 def stop_reason(ref: JobRef, obj: Obj | None) -> str | None:
@@ -52,6 +54,12 @@ class Inflight:
         self._running: dict[str, tuple[JobRef, asyncio.Future[str]]] = {}
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._changes: list[tuple[JobRef, bool]] = []
+        """Lease changes not yet written: (version, held), in the order made."""
+        self._wake = asyncio.Event()
+        self._written = asyncio.Event()
+        self._writing = False
         self._flavors = {tuple(q.split("/", 1)) for q in deps.settings.queues}
         self._objects: dict[str, Obj] = {}
 
@@ -83,10 +91,15 @@ class Inflight:
         return len(self._running)
 
     async def enter(self, ref: JobRef) -> asyncio.Future[str]:
-        """Take the lease of ``ref``; the future resolves with a reason if it must stop."""
-        await self.deps.redis.set(queues.lease_key(ref), "1", px=self._lease_ms)
+        """Take the lease of ``ref``; the future resolves with a reason if it must stop.
+
+        The lease is written by the lease writer, with the other jobs' lease changes,
+        without waiting for it: the operator gives a started attempt a grace period
+        before it looks for the lease (``LEASE_GRACE_SECONDS``).
+        """
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._running[ref.rq_id] = (ref, stop)
+        self._lease_change(ref, True)
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew())
         self._ensure_watch(ref.namespace)
@@ -95,10 +108,17 @@ class Inflight:
     async def leave(self, ref: JobRef) -> None:
         """The version ended here (or was handed back): drop its lease."""
         self._running.pop(ref.rq_id, None)
-        await self.deps.redis.delete(queues.lease_key(ref))
+        self._lease_change(ref, False)
+
+    async def flush(self) -> None:
+        """Return once every lease change made so far is in Redis."""
+        while self._changes or self._writing:
+            self._written.clear()
+            await self._written.wait()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._renewer, *self._watches.values()) if t is not None]
+        await self.flush()
+        tasks = [t for t in (self._renewer, self._writer, *self._watches.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -109,19 +129,44 @@ class Inflight:
     def _lease_ms(self) -> int:
         return int(self.deps.settings.lease_seconds * 1000)
 
+    def _lease_change(self, ref: JobRef, held: bool) -> None:
+        self._changes.append((ref, held))
+        self._wake.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_leases())
+
+    async def _write_leases(self) -> None:
+        """Write the lease changes waiting, in order, in one round trip per batch: at
+        dozens of jobs a second, a round trip per job would cost more CPU than the
+        job's own Redis work."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            changes, self._changes = self._changes, []
+            self._writing = True
+            try:
+                async with self.deps.redis.pipeline(transaction=False) as pipe:
+                    for ref, held in changes:
+                        if held:
+                            pipe.set(queues.lease_key(ref), "1", px=self._lease_ms)
+                        else:
+                            pipe.delete(queues.lease_key(ref))
+                    await pipe.execute()
+            except Exception as exc:  # Redis hiccupped: try again, keeping the order
+                log.warning("could not write leases: %s", exc)
+                self._changes[:0] = changes
+                await asyncio.sleep(LEASE_RETRY_SECONDS)
+                self._wake.set()
+            finally:
+                self._writing = False
+                self._written.set()
+
     async def _renew(self) -> None:
         """Renew every running version's lease, three times per lease lifetime."""
         while True:
             await asyncio.sleep(self.deps.settings.lease_seconds / 3)
-            if not self._running:
-                continue
-            try:
-                async with self.deps.redis.pipeline(transaction=False) as pipe:
-                    for ref, _ in self._running.values():
-                        pipe.set(queues.lease_key(ref), "1", px=self._lease_ms)
-                    await pipe.execute()
-            except Exception as exc:  # Redis hiccupped: the next round tries again
-                log.warning("could not renew leases: %s", exc)
+            for ref, _ in list(self._running.values()):
+                self._lease_change(ref, True)
 
     def _check(self, ref: JobRef, stop: asyncio.Future[str], obj: Obj | None) -> None:
         reason = stop_reason(ref, obj)

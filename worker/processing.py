@@ -90,9 +90,10 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
     job = LLMJob.model_validate(obj)
     meta = {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}
     # Recording the start (status, then an Event) runs beside the provider call, not
-    # before it: it is bookkeeping, and the caller is waiting for the answer.
-    started = asyncio.create_task(_record_start(deps, ref, obj, meta))
+    # before it: it is bookkeeping, and the caller is waiting for the answer. The call
+    # is created first so that its request is sent first.
     attempt = asyncio.create_task(_attempt(deps, job))
+    started = asyncio.create_task(_record_start(deps, ref, obj, meta))
     either: list[asyncio.Future[Any]] = [attempt, stop]
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     key = streams.stream_key(ref.uid, ref.generation)
@@ -123,7 +124,7 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
         generation=ref.generation,
         current=running,  # saves a read; a newer object makes the write retry from a fresh one
     )
-    if stored.ok:
+    if stored.ok and events.routine_events(obj["metadata"]):
         tokens_used = usage.total_tokens if usage else 0
         await events.post(
             deps.kube,

@@ -289,6 +289,7 @@ class ConcurrentWorker:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        await self.context.inflight.flush()  # their leases are dropped before the hand-back
 
     def _hand_back_running(self) -> None:
         """Cancel the running jobs and put them back at the front of their queues."""

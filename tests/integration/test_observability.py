@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
+import openai
 import yaml
 
 from llmloom.devstack.faultserver import FaultServer
@@ -56,6 +57,10 @@ def test_state_changes_are_events(
     )
     start_worker(f"{tenant.namespace}/echo")
     start_worker(f"{tenant.namespace}/broken")
+    # A request's job: its answer is the HTTP response, so no routine Events.
+    client = openai.OpenAI(base_url=f"{api.url}/v1", api_key=tenant.token, max_retries=0)
+    client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    [requested] = tenant.kubectl("get", "llmjobs", "-o", "name").split()
     tenant.kubectl("apply", "-f", "-", input=job("fine", "echo"))
     tenant.kubectl("apply", "-f", "-", input=job("doomed", "broken"))
     tenant.kubectl("wait", "llmjob/fine", "--for=condition=Succeeded", "--timeout=30s")
@@ -65,6 +70,8 @@ def test_state_changes_are_events(
         15,
         "the job's events",
     )
+    # Posted before fine's (the request had finished when fine was applied), if at all.
+    assert reasons(tenant, requested.removeprefix("llmjob.llmloom.io/")) == []
     wait_for(lambda: "ProviderUnauthorized" in reasons(tenant, "doomed"), 15, "the failure event")
     described = tenant.kubectl("describe", "llmjob", "doomed")
     assert "Warning  ProviderUnauthorized" in described and "injected failure 401" in described
