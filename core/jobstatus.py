@@ -14,8 +14,8 @@ from llmloom.queues import JobRef
 from llmloom.resources import Usage
 
 
-def mark_running() -> Callable[[dict[str, Any]], None]:
-    """A worker started an attempt."""
+def mark_running(attempt: int, started: str) -> Callable[[dict[str, Any]], None]:
+    """A worker runs attempt number ``attempt`` (counted in Redis), started at ``started``."""
 
     def apply(status: dict[str, Any]) -> None:
         conds = status.get("conditions", [])
@@ -27,11 +27,16 @@ def mark_running() -> Callable[[dict[str, Any]], None]:
             )
             status["conditions"] = conds
         status["state"] = conditions.job_state(conds, running=True)
-        status.setdefault("startTime", conditions.now())
-        status["attempts"] = int(status.get("attempts") or 0) + 1
+        _count_attempt(status, attempt, started)
         status["message"] = "running"
 
     return apply
+
+
+def _count_attempt(status: dict[str, Any], attempt: int, started: str) -> None:
+    # The first start stays; the count never goes down (Redis may have lost it).
+    status.setdefault("startTime", started)
+    status["attempts"] = max(int(status.get("attempts") or 0), attempt)
 
 
 def mark_finished(
@@ -40,8 +45,11 @@ def mark_finished(
     nbytes: int,
     usage: Usage | None = None,
     flavor: str | None = None,
+    attempt: tuple[int, str] | None = None,
 ) -> Callable[[dict[str, Any]], None]:
-    """The job version ended with ``outcome`` (stored in ``nbytes`` bytes)."""
+    """The job version ended with ``outcome`` (stored in ``nbytes`` bytes); ``attempt``:
+    the number and start of the worker's attempt that ended it (the operator's
+    failures have none), for a job that ended before it was marked Running."""
 
     def apply(status: dict[str, Any]) -> None:
         conds = status.get("conditions", [])
@@ -64,6 +72,8 @@ def mark_finished(
             status["message"] = err.message[:1024]
         status["conditions"] = conds
         status["state"] = conditions.job_state(conds)
+        if attempt is not None:
+            _count_attempt(status, *attempt)
         status["observedGeneration"] = gen
         status["completionTime"] = conditions.now()
         if flavor is not None:

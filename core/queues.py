@@ -91,6 +91,17 @@ def lease_key(ref: JobRef) -> str:
     return f"llmloom:lease:{ref.rq_id}"
 
 
+ATTEMPTS_TTL_SECONDS = 7 * 24 * 3600
+"""How long a version's attempt count is kept (the operator deletes it with the job)."""
+
+
+def attempts_key(rq_id: str) -> str:
+    """How many times workers have started one job version (RQ job id ``rq_id``): counted
+    in Redis when a worker takes it, so that attempts are known even of a worker that
+    died before it wrote anything to the job's status."""
+    return f"llmloom:attempts:{rq_id}"
+
+
 def marker_key(ref: JobRef) -> str:
     return f"llmloom:enqueued:{ref.uid}:{ref.generation}"
 

@@ -87,6 +87,10 @@ class WorkerSettings(CommonSettings):
     again (an edit or a rotated key reaches running workers within this time)."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     """How often the worker and its running jobs' RQ records are marked alive."""
+    running_status_after_seconds: float = Field(default=2.0, ge=0)
+    """A first attempt is marked Running in the job's status once it has run this long:
+    a job done sooner goes from Pending to Succeeded with one status write instead of
+    two (most chat answers). Later attempts are marked at once."""
     ready_file: str | None = None
     """File created once the worker takes jobs (the pod's readiness probe checks it)."""
 

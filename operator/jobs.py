@@ -115,6 +115,8 @@ class QueueState:
     """A worker holds the lease of this version (it is alive and running it)."""
     started: float | None = None
     """When RQ started the attempt."""
+    attempts: int = 0
+    """How many times workers started this version (the status may not say yet)."""
 
 
 LEASE_GRACE_SECONDS = 5.0
@@ -166,10 +168,9 @@ def plan(
         q = state.get(job.ref.rq_id, QueueState(marked=False, rq_status=None))
         if not attempt_dead(q, now):
             continue
-        if job.attempts >= max_attempts:
-            actions.append(
-                Action("lost", job, f"the worker was lost {job.attempts} times; giving up")
-            )
+        tries = max(job.attempts, q.attempts)
+        if tries >= max_attempts:
+            actions.append(Action("lost", job, f"the worker was lost {tries} times; giving up"))
         else:
             if not q.marked or q.rq_status is None:
                 why = "its queue entry is gone"
@@ -207,7 +208,7 @@ class JobController:
         try:
             for v in range(1, job.generation + 1):
                 ref = job.ref.model_copy(update={"generation": v})
-                keys.append(queues.marker_key(ref))
+                keys += [queues.marker_key(ref), queues.attempts_key(ref.rq_id)]
                 with contextlib.suppress(Exception):
                     Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
             self.redis.delete(*keys)
@@ -221,15 +222,17 @@ class JobController:
             pipe.exists(queues.marker_key(job.ref))
             pipe.hmget(Job.key_for(job.ref.rq_id), ["status", "started_at"])
             pipe.exists(queues.lease_key(job.ref))
+            pipe.get(queues.attempts_key(job.ref.rq_id))
         replies = pipe.execute()
         state = {}
         for i, job in enumerate(jobs):
-            marked, (status, started), leased = replies[3 * i : 3 * i + 3]
+            marked, (status, started), leased, tries = replies[4 * i : 4 * i + 4]
             state[job.ref.rq_id] = QueueState(
                 marked=bool(marked),
                 rq_status=status.decode() if status else None,
                 leased=bool(leased),
                 started=_rq_time(started),
+                attempts=int(tries or 0),
             )
         return state
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from llmloom import events, jobstatus, results, streams
+from llmloom import conditions, events, jobstatus, results, streams
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
@@ -70,16 +70,19 @@ def _failure(reason: str, message: str, status_code: int) -> results.Outcome:
     )
 
 
-async def process(deps: Deps, inflight: Inflight, ref: JobRef) -> str:
-    """Run one job version. Returns a word for RQ's result: what happened."""
+async def process(deps: Deps, inflight: Inflight, ref: JobRef, attempt: int = 1) -> str:
+    """Run one job version (its ``attempt``-th start). Returns a word for RQ's result:
+    what happened."""
     stop = await inflight.enter(ref)
     try:
-        return await _process(deps, inflight, ref, stop)
+        return await _process(deps, inflight, ref, stop, attempt)
     finally:
         await inflight.leave(ref)
 
 
-async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Future[str]) -> str:
+async def _process(
+    deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Future[str], attempt_no: int
+) -> str:
     # The watch's copy saves a read; a stale one only makes the first status write retry.
     obj = inflight.latest(ref) or await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
     # The same test the watch applies while the job runs: deleted, edited, suspended, ended.
@@ -93,7 +96,7 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
     # before it: it is bookkeeping, and the caller is waiting for the answer. The call
     # is created first so that its request is sent first.
     attempt = asyncio.create_task(_attempt(deps, job))
-    started = asyncio.create_task(_record_start(deps, ref, obj, meta))
+    started = StartRecord(deps, ref, obj, meta, attempt_no)
     either: list[asyncio.Future[Any]] = [attempt, stop]
     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     key = streams.stream_key(ref.uid, ref.generation)
@@ -106,7 +109,7 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
                 key,
                 {"reason": "Cancelled", "message": f"the job was {stop.result()}"},
             )
-        await _quietly(started)
+        await started.settle()
         return f"cancelled-{stop.result()}"
     outcome, usage, used = attempt.result()
     stored, nbytes = await results.store(
@@ -114,15 +117,16 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
     )
     if job.spec.stream:
         await streams.finish(deps.redis, key, stored.error.model_dump() if stored.error else None)
-    running = await _quietly(started)  # "Running" must not land after "Succeeded"
+    running = await started.settle()
     await deps.kube.update_status(
         LLMJOBS,
         ref.namespace,
         ref.name,
-        jobstatus.mark_finished(ref, stored, nbytes, usage, used),
+        jobstatus.mark_finished(ref, stored, nbytes, usage, used, (attempt_no, started.at)),
         uid=ref.uid,
         generation=ref.generation,
-        current=running,  # saves a read; a newer object makes the write retry from a fresh one
+        # Saves a read; a newer object makes the write retry from a fresh one.
+        current=running or obj,
     )
     if stored.ok and events.routine_events(obj["metadata"]):
         tokens_used = usage.total_tokens if usage else 0
@@ -149,44 +153,69 @@ async def _process(deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Fu
     return state
 
 
-async def _record_start(deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str]) -> Obj | None:
-    """Mark the version running (from the object just read: one write); post Started
-    when this is not the first attempt.
+class StartRecord:
+    """Marks an attempt Running in the job's status, and posts a Started Event from the
+    second attempt on: a later attempt at once (a retry is worth seeing), a first one
+    once it has run ``running_status_after_seconds`` (most jobs end sooner, and then
+    their final status write says it all)."""
 
-    Returns:
-        The job as written, which the final status write starts from.
-    """
-    running = await deps.kube.update_status(
-        LLMJOBS,
-        ref.namespace,
-        ref.name,
-        jobstatus.mark_running(),
-        uid=ref.uid,
-        generation=ref.generation,
-        current=obj,
-    )
-    if running is None:
-        return None  # gone or edited: the watch stops the attempt
-    attempt_no = running.get("status", {}).get("attempts", 1)
-    if attempt_no == 1:
-        # A first start is in the status (startTime, Running); an Event per job would
-        # cost the API server a write per job at dozens of jobs a second.
+    def __init__(self, deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str], attempt: int):
+        self.deps, self.ref, self.obj, self.meta, self.attempt = deps, ref, obj, meta, attempt
+        self.at = conditions.now()
+        """When the attempt started, as the status writes it."""
+        self.writing = False
+        self.task = asyncio.create_task(self._record())
+
+    async def _record(self) -> Obj | None:
+        if self.attempt == 1:
+            await asyncio.sleep(self.deps.settings.running_status_after_seconds)
+        self.writing = True
+        return await self._write()
+
+    async def _write(self) -> Obj | None:
+        """Mark the version running, from the object read at the start (one write).
+
+        Returns:
+            The job as written, which the final status write starts from.
+        """
+        ref = self.ref
+        running = await self.deps.kube.update_status(
+            LLMJOBS,
+            ref.namespace,
+            ref.name,
+            jobstatus.mark_running(self.attempt, self.at),
+            uid=ref.uid,
+            generation=ref.generation,
+            current=self.obj,
+        )
+        if running is None or self.attempt == 1:
+            return running  # gone or edited (the watch stops the attempt), or a first start
+        await events.post(
+            self.deps.kube,
+            "LLMJob",
+            self.meta,
+            "Started",
+            f"attempt {self.attempt} on flavor {self.obj['spec']['flavor']}",
+            component=COMPONENT,
+        )
         return running
-    await events.post(
-        deps.kube,
-        "LLMJob",
-        meta,
-        "Started",
-        f"attempt {attempt_no} on flavor {obj['spec']['flavor']}",
-        component=COMPONENT,
-    )
-    return running
 
+    async def settle(self) -> Obj | None:
+        """The attempt ended: drop a write not yet begun, or wait for the one begun
+        ("Running" must not land after "Succeeded").
 
-async def _quietly(task: asyncio.Task[Obj | None]) -> Obj | None:
-    """Wait for a bookkeeping task; its failure is logged, never the job's."""
-    try:
-        return await task
-    except Exception as exc:
-        log.warning("could not record the start of a job: %s", exc)
-        return None
+        Returns:
+            The job as the Running write left it; None if there was none (or it failed).
+        """
+        if not self.writing:
+            self.task.cancel()
+        try:
+            return await self.task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the job itself is being cancelled, not only the write
+            return None
+        except Exception as exc:
+            log.warning("could not record the start of a job: %s", exc)
+            return None

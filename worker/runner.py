@@ -47,6 +47,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from llmloom import queues
 from llmloom.worker.tasks import Context
 
 log = logging.getLogger(__name__)
@@ -199,25 +200,30 @@ class ConcurrentWorker:
             self.slots.release()
             return
         with self.redis.pipeline() as pipe:
+            tries = queues.attempts_key(job.id)
+            pipe.incr(tries)
+            pipe.expire(tries, queues.ATTEMPTS_TTL_SECONDS)
             execution = Execution.create(job, self._ttl, pipeline=pipe, worker_name=self.name)
             job.prepare_for_execution(self.name, pipeline=pipe)
             self.rq.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            pipe.execute()
-        future = self.context.submit(self._run(job.id, job.args[0], job.timeout))
+            attempt = int(pipe.execute()[0])
+        future = self.context.submit(self._run(job.id, job.args[0], job.timeout, attempt))
         self.running[job.id] = Running(job, q, execution, future)
         future.add_done_callback(functools.partial(self._done, job.id))
 
     def _done(self, job_id: str, _: concurrent.futures.Future[str]) -> None:
         self.events.put(("done", job_id, None))  # on the loop's thread: the main one ends it
 
-    async def _run(self, job_id: str, payload: dict[str, Any], limit: float | None) -> str:
+    async def _run(
+        self, job_id: str, payload: dict[str, Any], limit: float | None, attempt: int
+    ) -> str:
         task = asyncio.current_task()
         assert task is not None
         self._tasks[job_id] = task
         try:
             # RQ's job timeout bounds an attempt, as RQ's own workers do.
             async with asyncio.timeout(limit if limit and limit > 0 else None):
-                return await self.context.run(payload)
+                return await self.context.run(payload, attempt)
         finally:
             self._tasks.pop(job_id, None)
 

@@ -56,9 +56,9 @@ class Context:
         """Run a coroutine on the context's loop and wait for its result."""
         return self.submit(coro).result()
 
-    async def run(self, payload: dict[str, Any]) -> str:
-        """Run the job version a queue entry refers to."""
-        return await process(self.deps, self.inflight, JobRef.model_validate(payload))
+    async def run(self, payload: dict[str, Any], attempt: int) -> str:
+        """Run the job version a queue entry refers to (its ``attempt``-th start)."""
+        return await process(self.deps, self.inflight, JobRef.model_validate(payload), attempt)
 
     async def _close(self) -> None:
         await self.inflight.close()

@@ -241,6 +241,11 @@ def smollm2(tenant: Tenant, model_server: ModelServer) -> str:
     return "smollm2"
 
 
+RUNNING_AT_ONCE = {"LLMLOOM_RUNNING_STATUS_AFTER_SECONDS": "0"}
+"""Worker settings for tests that wait to see a job Running (a first attempt is marked
+Running only after 2 s by default)."""
+
+
 @pytest.fixture
 def start_worker(
     cluster: Cluster, redis_server: RedisServer, tmp_path: Path

@@ -17,7 +17,7 @@ from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
 from llmloom.operator.runner import OperatorThread
 
-from .conftest import Api, Tenant, flavor_manifest
+from .conftest import RUNNING_AT_ONCE, Api, Tenant, flavor_manifest
 
 
 def job(name: str, flavor: str, text: str = "hi", **spec: Any) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def test_a_job_whose_worker_dies_is_run_again(
     tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
 ) -> None:
     slow = echo_flavor(tenant, fault_server, "slow", "delay/3")
-    victim = start_worker(f"{tenant.namespace}/{slow}")
+    victim = start_worker(f"{tenant.namespace}/{slow}", env=RUNNING_AT_ONCE)
     apply(tenant, job("orphaned", slow))
     wait_for(lambda: status(tenant, "orphaned").get("state") == "Running", 30, "the job to run")
     victim.kill()  # SIGKILL mid-call

@@ -22,7 +22,8 @@ def test_jobs_over_http(
 ) -> None:
     manifest = flavor_manifest("echo", fault_server.endpoint("delay/1"), "echo")
     tenant.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-    start_worker(f"{tenant.namespace}/echo")
+    # Marked Running after 0.3 s, not the default 2 s, so that the 1 s job shows it.
+    start_worker(f"{tenant.namespace}/echo", env={"LLMLOOM_RUNNING_STATUS_AFTER_SECONDS": "0.3"})
     auth = {"Authorization": f"Bearer {tenant.token}"}
     base = f"{api.url}/v1/jobs"
     spec = {"flavor": "echo", "messages": [{"role": "user", "content": "first"}]}
@@ -79,6 +80,28 @@ def test_jobs_over_http(
     assert [j["id"] for j in httpx.get(base, headers=auth).json()["data"]] == ["report"]
     assert httpx.delete(f"{base}/report", headers=auth).json()["deleted"] is True
     assert httpx.get(f"{base}/report", headers=auth).status_code == 404
+
+
+def test_a_quick_job_is_not_marked_running(
+    api: Api, tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc]
+) -> None:
+    """Under 2 s, a job goes from Pending to Succeeded in one status write that still
+    says when it started and that it ran once."""
+    manifest = flavor_manifest("quick", fault_server.endpoint("delay/1"), "echo")
+    tenant.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    start_worker(f"{tenant.namespace}/quick")
+    auth = {"Authorization": f"Bearer {tenant.token}"}
+    spec = {"flavor": "quick", "messages": [{"role": "user", "content": "fast"}]}
+    created = httpx.post(f"{api.url}/v1/jobs", json={"name": "fast", "spec": spec}, headers=auth)
+    assert created.status_code == 201
+    seen = []
+    with httpx.stream("GET", f"{api.url}/v1/jobs/fast/events", headers=auth, timeout=30) as events:
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:])["status"])
+    assert [s.get("state") for s in seen][-1] == "Succeeded"
+    assert "Running" not in [s.get("state") for s in seen]
+    assert seen[-1]["attempts"] == 1 and seen[-1]["startTime"] <= seen[-1]["completionTime"]
 
 
 def test_another_tenant_sees_nothing(api: Api, tenant: Tenant, fault_server: FaultServer) -> None:

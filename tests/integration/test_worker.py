@@ -19,7 +19,7 @@ from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
 from llmloom.devstack.redisserver import RedisServer
 
-from .conftest import Api, Tenant
+from .conftest import RUNNING_AT_ONCE, Api, Tenant
 from .test_documents import document_job, paragraphs
 from .test_jobs import apply, echo_flavor, job, status
 
@@ -83,7 +83,9 @@ def test_sigterm_lets_running_jobs_finish(
 ) -> None:
     slow = echo_flavor(tenant, fault_server, "slow", "delay/3")
     names = [f"finish-{i}" for i in range(3)]
-    worker = start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    worker = start_worker(
+        f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4", **RUNNING_AT_ONCE}
+    )
     apply(tenant, *(job(n, slow) for n in names))
     wait_for(lambda: all(status(tenant, n).get("state") == "Running" for n in names), 30, "running")
     worker.popen.send_signal(signal.SIGTERM)
@@ -118,7 +120,9 @@ def test_a_killed_worker_loses_none_of_its_jobs(
 ) -> None:
     slow = echo_flavor(tenant, fault_server, "slow", "delay/3")
     names = [f"orphan-{i}" for i in range(4)]
-    victim = start_worker(f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4"})
+    victim = start_worker(
+        f"{tenant.namespace}/{slow}", env={"LLMLOOM_CONCURRENCY": "4", **RUNNING_AT_ONCE}
+    )
     apply(tenant, *(job(n, slow) for n in names))
     wait_for(lambda: all(status(tenant, n).get("state") == "Running" for n in names), 30, "running")
     victim.kill()  # SIGKILL with four calls in flight

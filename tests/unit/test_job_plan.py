@@ -54,6 +54,13 @@ def test_after_max_attempts_the_job_fails() -> None:
     assert kinds([replace(JOB, attempts=3)], {ID: failed}) == ["lost"]
 
 
+def test_attempts_counted_in_redis_count_when_the_status_never_said() -> None:
+    """Workers that died before they marked the job Running still used its attempts."""
+    dead = QueueState(marked=True, rq_status="started", started=NOW - 30, attempts=3)
+    assert kinds([replace(JOB, attempts=0)], {ID: dead}) == ["lost"]
+    assert kinds([replace(JOB, attempts=0)], {ID: replace(dead, attempts=2)}) == ["requeue"]
+
+
 def test_deadline_counts_from_creation_and_applies_to_queued_jobs() -> None:
     late = replace(JOB, deadline=5)
     (action,) = plan([late], {ID: QUEUED}, NOW, 3)

@@ -15,11 +15,20 @@ REF = JobRef(namespace="t1", name="j", uid="u1", generation=3)
 
 def test_running_counts_attempts_and_keeps_the_first_start() -> None:
     status: dict[str, Any] = {}
-    mark_running()(status)
-    first = status["startTime"]
-    mark_running()(status)
-    assert status["attempts"] == 2 and status["startTime"] == first
+    mark_running(1, "2026-01-01T00:00:00Z")(status)
+    mark_running(2, "2026-01-01T00:01:00Z")(status)
+    assert status["attempts"] == 2 and status["startTime"] == "2026-01-01T00:00:00Z"
     assert status["state"] == "Running"
+    mark_running(1, "2026-01-01T00:02:00Z")(status)  # Redis lost the count: it stays
+    assert status["attempts"] == 2
+
+
+def test_a_job_done_before_it_was_marked_running_records_its_attempt() -> None:
+    status: dict[str, Any] = {}
+    outcome = results.Outcome(ok=True, response={"choices": []})
+    mark_finished(REF, outcome, 10, attempt=(1, "2026-01-01T00:00:00Z"))(status)
+    assert status["attempts"] == 1 and status["startTime"] == "2026-01-01T00:00:00Z"
+    assert status["state"] == "Succeeded"
 
 
 def test_success_records_result_usage_and_flavor() -> None:
@@ -119,7 +128,7 @@ def test_running_a_resumed_job_ends_its_suspension() -> None:
             }
         ]
     }
-    mark_running()(status)
+    mark_running(1, "2026-01-01T00:00:00Z")(status)
     assert status["state"] == "Running"
     assert (
         status["conditions"][0]["status"] == "False"
