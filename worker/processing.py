@@ -98,7 +98,12 @@ async def _process(
     attempt = asyncio.create_task(_attempt(deps, job))
     started = StartRecord(deps, ref, obj, meta, attempt_no)
     either: list[asyncio.Future[Any]] = [attempt, stop]
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # handed back: the call and its bookkeeping stop too
+        attempt.cancel()
+        started.task.cancel()
+        raise
     key = streams.stream_key(ref.uid, ref.generation)
     if not attempt.done():
         attempt.cancel()  # stops the provider call: the job was deleted, edited or suspended
