@@ -62,7 +62,10 @@ NAMESPACES = Resource("", "v1", "namespaces")
 
 
 REQUEST_SECONDS = 30.0
+"""How long connecting, and each read of an answer, may take."""
 WATCH_SLACK_SECONDS = 60.0
+"""How much longer than its ``timeoutSeconds`` a watch may stay silent before the
+connection is taken for dead."""
 
 
 class KubeError(Exception):

@@ -28,6 +28,7 @@ from llmloom.worker.deps import Deps
 log = logging.getLogger(__name__)
 WATCH_RETRY_SECONDS = 1.0
 LEASE_RETRY_SECONDS = 0.5
+FLUSH_SECONDS = 5.0
 
 
 def stop_reason(ref: JobRef, obj: Obj | None) -> str | None:
@@ -110,11 +111,14 @@ class Inflight:
         self._running.pop(ref.rq_id, None)
         self._lease_change(ref, False)
 
-    async def flush(self) -> None:
-        """Return once every lease change made so far is in Redis."""
-        while self._changes or self._writing:
-            self._written.clear()
-            await self._written.wait()
+    async def flush(self, seconds: float = FLUSH_SECONDS) -> None:
+        """Return once every lease change made so far is in Redis, or ``seconds`` have
+        passed (Redis is away: a stopping worker must not hang on it)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while self._changes or self._writing:
+                    self._written.clear()
+                    await self._written.wait()
 
     async def close(self) -> None:
         await self.flush()
