@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmloom import API_VERSION, batches, files
+from llmloom import API_VERSION, batches, files, ratelimit
 from llmloom.api import jobs
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.embeddings import EmbeddingRequest
@@ -249,6 +249,22 @@ def check_request(request: BatchRequest) -> None:
             raise APIError(400, "metadata keys are at most 64 characters", param="metadata")
 
 
+async def within_budget(services: Services, tenant: str) -> ratelimit.BudgetPeriod:
+    """The tenant's budget period, where its lines will be counted; a 429 when its
+    budget is spent already. A batch is not held to the per-minute limits (as at
+    OpenAI), and one that is running goes on when the budget runs out."""
+    limits = await services.limits.get(tenant)
+    now = datetime.now(UTC)
+    period = ratelimit.budget_period(limits.budget_period, now)
+    if limits.token_budget is not None:
+        usage = await ratelimit.read_usage(services.redis, tenant, period)
+        used = usage.totals.total_tokens + usage.pending_tokens
+        if used >= limits.token_budget:
+            spent = ratelimit.Decision("over_budget", [], period, budget_used=used)
+            raise jobs.refusal(spent, limits, 0, {}, now)
+    return period
+
+
 @router.post("/v1/batches")
 async def create_batch(
     request: BatchRequest, services: ServicesDep, tenant: TenantDep
@@ -272,9 +288,15 @@ async def create_batch(
             param="input_file_id",
             code="invalid_file_purpose",
         )
+    period = await within_budget(services, tenant)
     parsed = await asyncio.to_thread(batches.parse_input, data, request.endpoint)
     prepared = await prepare(services, tenant, request.endpoint, parsed.requests)
-    header = PreparedHeader(total=len(prepared), errors=parsed.errors)
+    header = PreparedHeader(
+        total=len(prepared),
+        errors=parsed.errors,
+        usage_key=ratelimit.usage_key(tenant, period),
+        usage_ttl=ratelimit.usage_ttl(period),
+    )
     name = batches.new_name()
     ttl = services.settings.file_ttl_seconds
     await batches.store_prepared(services.redis, tenant, name, header, prepared, ttl)

@@ -150,9 +150,9 @@ def refusal(
         return APIError(
             429,
             f"You exceeded your token budget for this {period.kind} ({period.id}): "
-            f"limit {limits.token_budget}, used {decision.budget_used}, left {left}, "
-            f"this request needs about {estimate}. It resets at "
-            f"{period.end.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
+            f"limit {limits.token_budget}, used {decision.budget_used}, left {left}"
+            + (f", this request needs about {estimate}" if estimate else "")
+            + f". It resets at {period.end.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
             "insufficient_quota",
             code="insufficient_quota",
             # The SDKs retry 429s; waiting minutes cannot help a spent budget.

@@ -208,6 +208,10 @@ class PreparedHeader(BaseModel):
 
     total: int
     errors: list[BatchError] = []
+    usage_key: str | None = None
+    """The tenant's usage hash its requests and tokens are counted in as its lines end
+    (the API knows the tenant's budget period, the operator does not)."""
+    usage_ttl: int = 0
 
 
 def requests_key(namespace: str, name: str) -> str:
@@ -284,9 +288,22 @@ redis.call('HINCRBY', KEYS[2], 'promptTokens', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'completionTokens', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+if KEYS[3] then
+  local prompt, completion = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local asked, answered = 'f:' .. ARGV[7] .. ':', 'f:' .. ARGV[8] .. ':'
+  redis.call('HINCRBY', KEYS[3], 'requests', 1)
+  redis.call('HINCRBY', KEYS[3], asked .. 'requests', 1)
+  for name, value in pairs({prompt_tokens = prompt, completion_tokens = completion,
+                            total_tokens = prompt + completion}) do
+    redis.call('HINCRBY', KEYS[3], name, value)
+    redis.call('HINCRBY', KEYS[3], answered .. name, value)
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+end
 return 1
 """
-"""Records one ended request once, and counts it in the same step: a request collected
+"""Records one ended request once, and counts it in the same step (in the batch's
+counts and, in the tenant's usage, as the API counts a request): a request collected
 twice (the operator restarted between recording and deleting its job) counts once."""
 
 
@@ -300,12 +317,25 @@ class Line:
     completion_tokens: int = 0
 
 
-async def record(redis: Redis, uid: str, line: int, out: Line, ttl: int) -> bool:
-    """Record the end of one request of a batch; False when it was recorded before."""
+async def record(
+    redis: Redis,
+    uid: str,
+    line: int,
+    out: Line,
+    ttl: int,
+    header: PreparedHeader | None = None,
+    flavors: tuple[str, str] = ("", ""),
+) -> bool:
+    """Record the end of one request of a batch, counted in the tenant's usage where
+    ``header`` says (``flavors``: the one asked, the one that answered, as the API counts
+    requests and tokens); False when it was recorded before."""
     value = json.dumps({"ok": out.ok, "line": out.text})
     counter = "completed" if out.ok else "failed"
-    keys = (results_key(uid), counts_key(uid))
-    args = (line, value, counter, out.prompt_tokens, out.completion_tokens, ttl)
+    keys = [results_key(uid), counts_key(uid)]
+    args: list[str | int] = [line, value, counter, out.prompt_tokens, out.completion_tokens, ttl]
+    if header is not None and header.usage_key:
+        keys.append(header.usage_key)
+        args += [*flavors, header.usage_ttl]
     return bool(await redis.eval(RECORD_SCRIPT, len(keys), *keys, *args))
 
 

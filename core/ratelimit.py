@@ -175,6 +175,11 @@ def budget_period(kind: Period, now: datetime) -> BudgetPeriod:
     return BudgetPeriod(kind, start.strftime("%Y-%m"), start, end)
 
 
+def usage_ttl(period: BudgetPeriod) -> int:
+    """How long a period's usage hash is kept after its last change."""
+    return _USAGE_TTL_SECONDS[period.kind]
+
+
 def usage_key(tenant: str, period: BudgetPeriod) -> str:
     """The Redis hash of a tenant's usage in one period."""
     return f"llmloom:usage:{tenant}:{period.id}"

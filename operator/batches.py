@@ -400,7 +400,7 @@ class BatchController:
         ]
         prog = await batches.progress(self.redis, uid, total)
         step = plan(children, prog.next, total, self.settings.batch_max_active_jobs, stop)
-        await self._collect(batch, step.collect)
+        await self._collect(batch, step.collect, header)
         for child in step.stop:
             with contextlib.suppress(KubeError):
                 await self.kube.delete(LLMJOBS, ns, child.name)
@@ -434,8 +434,11 @@ class BatchController:
         ns, name = batch.metadata.namespace, batch.metadata.name
         await batches.forget(self.redis, ns, name, batch.metadata.uid)
 
-    async def _collect(self, batch: LLMBatch, ended: list[Child]) -> None:
-        """Record the jobs that ended (their lines), then delete them."""
+    async def _collect(
+        self, batch: LLMBatch, ended: list[Child], header: batches.PreparedHeader
+    ) -> None:
+        """Record the jobs that ended (their lines, counted in the tenant's usage), then
+        delete them."""
         if not ended:
             return
         ns, uid = batch.metadata.namespace, batch.metadata.uid
@@ -446,7 +449,11 @@ class BatchController:
                 line = batches.response_line(
                     found[0], child.name, child.uid, outcome, fallback_error(child)
                 )
-                await batches.record(self.redis, uid, child.index, line, self.ttl)
+                asked = str((found[0].spec or {}).get("flavor", ""))
+                answered = (outcome.flavor if outcome else None) or asked
+                await batches.record(
+                    self.redis, uid, child.index, line, self.ttl, header, (asked, answered)
+                )
             with contextlib.suppress(KubeError):
                 await self.kube.delete(LLMJOBS, ns, child.name)
 

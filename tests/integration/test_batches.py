@@ -19,6 +19,7 @@ from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
+from .test_rate_limits import limit, usage
 
 CHAT: Final = "/v1/chat/completions"
 
@@ -227,3 +228,28 @@ def test_another_tenant_sees_neither_files_nor_batches(
             call()
     assert stranger.batches.list().data == [] and stranger.files.list().data == []
     assert mine.batches.retrieve(batch.id).id == batch.id
+
+
+def test_a_batchs_tokens_count_in_the_tenants_usage_and_budget(
+    api: Api, tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc]
+) -> None:
+    """The Batch API is no way around a budget: its lines are counted as requests are,
+    and a tenant whose budget is spent cannot start another batch."""
+    limit(tenant, token_budget="1")
+    model = echo(tenant, fault_server)
+    start_worker(f"{tenant.namespace}/{model}")
+    sdk = client(api, tenant)
+    said = [chat_line(f"r{i}", model, "one two three") for i in range(3)]
+    input_id = upload(sdk, *said)
+    batch = sdk.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
+    done = wait_status(sdk, batch.id, "completed")
+    answers = lines(sdk, done.output_file_id)
+    spent = sum(a["response"]["body"]["usage"]["total_tokens"] for a in answers.values())
+    prompt = sum(a["response"]["body"]["usage"]["prompt_tokens"] for a in answers.values())
+    seen = usage(api, tenant)
+    assert (seen["requests"], seen["total_tokens"], seen["prompt_tokens"]) == (3, spent, prompt)
+    assert seen["flavors"][0]["flavor"] == model and seen["flavors"][0]["requests"] == 3
+    assert seen["budget_remaining"] == 0
+    with pytest.raises(openai.RateLimitError) as err:
+        sdk.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
+    assert err.value.code == "insufficient_quota" and "token budget" in str(err.value)
