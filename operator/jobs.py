@@ -25,7 +25,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 
-from llmloom import conditions, events, jobstatus, queues, results
+from llmloom import conditions, events, jobstatus, queues, ratelimit, results
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
 from llmloom.resources import Flavor
 from llmloom.settings import OperatorSettings
@@ -70,6 +70,9 @@ class JobSummary:
     suspended: bool
     state: str = "Pending"
     task: str = "chat"
+    spent: tuple[int, int] = (0, 0)
+    """Prompt and completion tokens, as the status counts them."""
+    flavor_used: str | None = None
 
     @property
     def ref(self) -> queues.JobRef:
@@ -100,6 +103,8 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         suspended=bool(spec.get("suspend")),
         state=status.get("state") or conditions.job_state(conds),
         task=spec.get("task") or "chat",
+        spent=ratelimit.spent(status.get("usage")),
+        flavor_used=status.get("flavorUsed"),
     )
 
 
@@ -119,6 +124,8 @@ class QueueState:
     """How many times workers started this version (the status may not say yet)."""
 
 
+SETTLE_AFTER_SECONDS = 10.0
+"""How long after a job ended the operator leaves its charge to the API's waiter."""
 LEASE_GRACE_SECONDS = 5.0
 """A started attempt may lack its lease this long (the worker sets it right after RQ
 starts the job)."""
@@ -192,6 +199,8 @@ class JobController:
         self.jobs: dict[str, JobSummary] = {}
         self.errors = 0
         """Actions that failed, since start."""
+        self.unsettled: list[JobSummary] = []
+        """Jobs that ended or went, whose admission charge may still hold an estimate."""
 
     def observe(self, event: str | None, body: Mapping[str, Any]) -> None:
         """Take in one watch event of a job."""
@@ -199,8 +208,15 @@ class JobController:
         if event == "DELETED":
             summary = self.jobs.pop(uid, None) or summarize(body)
             self._forget(summary)
+            if not summary.finished:
+                self.unsettled.append(summary)  # cancelled: its estimate goes back
         else:
-            self.jobs[uid] = summarize(body)
+            summary, before = summarize(body), self.jobs.get(uid)
+            self.jobs[uid] = summary
+            if summary.finished and not (
+                before and before.finished and before.generation == summary.generation
+            ):
+                self.unsettled.append(summary)
 
     def _forget(self, job: JobSummary) -> None:
         """A deleted job's queue entries and stored results go with it."""
@@ -244,7 +260,26 @@ class JobController:
             except Exception:
                 log.exception("job resync failed")
 
+    async def settle(self, now: float) -> None:
+        """Settle the admission charges the API left: a request answered 202 whose task
+        nobody asked about again, or a cancelled one. The API settles a charge when it
+        sees the answer; one not settled after ``SETTLE_AFTER_SECONDS`` is settled here,
+        with the tokens in the job's status (none for a job deleted unfinished), or its
+        estimate would hold the tenant's budget for ever. Claiming is atomic, so a
+        charge is settled once."""
+        waiting, self.unsettled = self.unsettled, []
+        for job in waiting:
+            ended = job.completed if job.finished else None
+            if ended is not None and now - ended < SETTLE_AFTER_SECONDS:
+                self.unsettled.append(job)  # the API's waiter comes first
+                continue
+            charge = await ratelimit.claim(self.aredis, job.uid, job.generation)
+            if charge is not None:
+                prompt, completion = job.spent if job.finished else (0, 0)
+                await ratelimit.apply(self.aredis, charge, prompt, completion, job.flavor_used)
+
     async def tick(self) -> None:
+        await self.settle(time.time())
         jobs = list(self.jobs.values())
         check = [j for j in jobs if needs_queue_check(j)]
         state = await asyncio.to_thread(self.queue_state, check) if check else {}

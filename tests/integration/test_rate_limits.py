@@ -245,3 +245,27 @@ def test_a_flavor_with_nowhere_to_run_answers_503(api: Api, tenant: Tenant) -> N
     assert "Insufficient nvidia.com/gpu" in err.value.message
     assert err.value.response.headers["retry-after"] == "30"
     assert jobs(tenant) == []
+
+
+def test_unclaimed_and_cancelled_requests_give_their_estimates_back(
+    api: Api, tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc]
+) -> None:
+    """A 202 whose task nobody asks about again is charged what it spent, and a cancelled
+    one nothing: neither estimate holds the budget once its job has ended or gone."""
+    limit(tenant, token_budget="100000")
+    model = echo(tenant, fault_server)
+    parked = echo(tenant, fault_server, "parked")  # no worker: its job waits in the queue
+    start_worker(f"{tenant.namespace}/{model}")
+    answered = queue(api, tenant, model)
+    cancelled = queue(api, tenant, parked)
+    assert answered.status_code == cancelled.status_code == 202
+    assert usage(api, tenant)["pending_tokens"] > 0
+    auth = {"Authorization": f"Bearer {tenant.token}"}
+    gone = httpx.delete(f"{api.url}/v1/tasks/{cancelled.json()['id']}", headers=auth)
+    assert gone.status_code == 200
+    job = answered.json()["id"]
+    tenant.kubectl("wait", f"llmjob/{job}", "--for=condition=Succeeded", "--timeout=30s")
+    spent = tenant.get("llmjob", job)["status"]["usage"]["totalTokens"]
+    wait_for(lambda: usage(api, tenant)["pending_tokens"] == 0, 40, "the estimates to settle")
+    seen = usage(api, tenant)
+    assert seen["total_tokens"] == spent and seen["budget_remaining"] == 100000 - spent
