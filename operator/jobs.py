@@ -73,6 +73,8 @@ class JobSummary:
     spent: tuple[int, int] = (0, 0)
     """Prompt and completion tokens, as the status counts them."""
     flavor_used: str | None = None
+    requested: bool = False
+    """Made by the API for a request: it may hold an admission charge."""
 
     @property
     def ref(self) -> queues.JobRef:
@@ -105,6 +107,7 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         task=spec.get("task") or "chat",
         spent=ratelimit.spent(status.get("usage")),
         flavor_used=status.get("flavorUsed"),
+        requested=(meta.get("labels") or {}).get(events.ORIGIN_LABEL) == "api",
     )
 
 
@@ -208,13 +211,15 @@ class JobController:
         if event == "DELETED":
             summary = self.jobs.pop(uid, None) or summarize(body)
             self._forget(summary)
-            if not summary.finished:
+            if summary.requested and not summary.finished:
                 self.unsettled.append(summary)  # cancelled: its estimate goes back
         else:
             summary, before = summarize(body), self.jobs.get(uid)
             self.jobs[uid] = summary
-            if summary.finished and not (
-                before and before.finished and before.generation == summary.generation
+            if (
+                summary.requested
+                and summary.finished
+                and not (before and before.finished and before.generation == summary.generation)
             ):
                 self.unsettled.append(summary)
 
