@@ -8,7 +8,6 @@ is attached to its report.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import uuid
@@ -21,7 +20,6 @@ import httpx
 import pytest
 import yaml
 
-from llmloom import apitokens
 from llmloom.devstack.cluster import REPO, Cluster
 from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.faultserver import FaultServer
@@ -29,8 +27,7 @@ from llmloom.devstack.modelserver import ModelServer
 from llmloom.devstack.ollamaserver import OllamaServer
 from llmloom.devstack.procs import Proc, free_port, wait_for
 from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import install_crds
-from llmloom.kube import Kube
+from llmloom.devstack.stack import create_token, install_crds
 from llmloom.operator.runner import OperatorThread
 from llmloom.settings import OperatorSettings
 
@@ -205,14 +202,9 @@ def tenant(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[Tenant]
     )
     cluster.kubectl("create", "namespace", name)
 
-    async def make_token() -> str:
-        kube = Kube.connect(str(cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, name, "test-token")
-        finally:
-            await kube.aclose()
-
-    yield Tenant(namespace=name, token=asyncio.run(make_token()), cluster=cluster)
+    yield Tenant(
+        namespace=name, token=create_token(cluster.kubeconfig, name, "test-token"), cluster=cluster
+    )
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
@@ -312,12 +304,6 @@ def other_tenant(tenant: Tenant) -> Iterator[Tenant]:
     name = f"{tenant.namespace[:50]}-b{uuid.uuid4().hex[:4]}"
     tenant.cluster.kubectl("create", "namespace", name)
 
-    async def token() -> str:
-        kube = Kube.connect(str(tenant.cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, name, "t")
-        finally:
-            await kube.aclose()
-
-    yield Tenant(namespace=name, token=asyncio.run(token()), cluster=tenant.cluster)
+    token = create_token(tenant.cluster.kubeconfig, name, "t")
+    yield Tenant(namespace=name, token=token, cluster=tenant.cluster)
     tenant.cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

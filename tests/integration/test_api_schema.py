@@ -9,7 +9,6 @@ The run is deterministic (a fixed seed) and bounded.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,12 +18,11 @@ import schemathesis
 import yaml
 from schemathesis.engine import events
 
-from llmloom import apitokens
 from llmloom.devstack.cluster import Cluster
 from llmloom.devstack.embedserver import EmbedServer
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc
-from llmloom.kube import Kube
+from llmloom.devstack.stack import create_token
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 
@@ -71,14 +69,8 @@ def fuzzed(
     name = f"t-schema-{uuid.uuid4().hex[:5]}"
     cluster.kubectl("create", "namespace", name)
 
-    async def token() -> str:
-        kube = Kube.connect(str(cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, name, "schemathesis")
-        finally:
-            await kube.aclose()
-
-    tenant = Tenant(namespace=name, token=asyncio.run(token()), cluster=cluster)
+    token = create_token(cluster.kubeconfig, name, "schemathesis")
+    tenant = Tenant(namespace=name, token=token, cluster=cluster)
     manifest = flavor_manifest("echo", fault_server.endpoint(), "echo")
     tenant.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
     minilm = yaml.safe_load((EXAMPLES / "flavor-minilm-local.yaml").read_text())

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 
 import httpx
 import yaml
 
-from llmloom import apitokens
 from llmloom.devstack.faultserver import FaultServer
 from llmloom.devstack.procs import Proc, wait_for
-from llmloom.kube import Kube
+from llmloom.devstack.stack import create_token
 
 from .conftest import Api, Tenant, flavor_manifest
 
@@ -118,14 +116,8 @@ def test_another_tenant_sees_nothing(api: Api, tenant: Tenant, fault_server: Fau
     other = tenant.cluster.kubectl("create", "namespace", f"{tenant.namespace}-other")
     assert other.returncode == 0
 
-    async def token() -> str:
-        kube = Kube.connect(str(tenant.cluster.kubeconfig))
-        try:
-            return await apitokens.create(kube, f"{tenant.namespace}-other", "t")
-        finally:
-            await kube.aclose()
-
-    stranger = {"Authorization": f"Bearer {asyncio.run(token())}"}
+    token = create_token(tenant.cluster.kubeconfig, f"{tenant.namespace}-other", "t")
+    stranger = {"Authorization": f"Bearer {token}"}
     for path in ("/v1/jobs/private", "/v1/jobs/private/result", "/v1/tasks/private"):
         assert httpx.get(f"{api.url}{path}", headers=stranger).status_code == 404
     assert httpx.get(f"{api.url}/v1/jobs", headers=stranger).json()["data"] == []
