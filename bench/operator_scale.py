@@ -20,19 +20,11 @@ from redis import Redis
 
 from llmloom import queues
 from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.procs import Proc, wait_for
+from llmloom.devstack.procs import Proc, peak_rss_mib, wait_for
 from llmloom.devstack.redisserver import RedisServer
 from llmloom.devstack.stack import install_crds
 
 NAMESPACE = "bench"
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def manifests(n: int) -> str:

@@ -43,7 +43,7 @@ from rq.job import Job
 from llmloom import httpio, queues, results
 from llmloom.devstack.cluster import Cluster
 from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
+from llmloom.devstack.procs import Proc, cpu_seconds, peak_rss_mib, wait_for
 from llmloom.devstack.redisserver import RedisServer
 from llmloom.devstack.stack import install_crds
 from llmloom.events import ORIGIN_LABEL
@@ -120,19 +120,6 @@ async def direct(url: str, slots: int, n: int) -> dict[str, float]:
     async with httpio.session(slots) as http:
         await asyncio.gather(*(client(http) for _ in range(slots)))
     return took
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -136,3 +136,17 @@ def serve_asgi(app: Callable[[], Any], description: str | None) -> None:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--port", type=int, required=True)
     uvicorn.run(app(), host="127.0.0.1", port=ap.parse_args().port, log_level="warning")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A running process's peak resident memory (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a running process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
