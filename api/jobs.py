@@ -44,6 +44,17 @@ async def find(services: Services, res: Resource, namespace: str, name: str) -> 
     return await services.kube.find(res, namespace, name) if is_name(name) else None
 
 
+async def delete_job(services: Services, namespace: str, name: str) -> bool:
+    """Delete (and so cancel) a tenant's job; False when it was gone already."""
+    try:
+        await services.kube.delete(LLMJOBS, namespace, name)
+    except KubeError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    return True
+
+
 async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
     """The tenant's flavor for a requested model: by flavor name, else by model id."""
     named = await find(services, FLAVORS, namespace, model)

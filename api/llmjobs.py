@@ -23,7 +23,7 @@ from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import SSE_EVENT, JobDeleted, JobList, JobResult, JobView
 from llmloom.api.services import Services
-from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj
+from llmloom.kube import FLAVORS, LLMJOBS, Obj
 from llmloom.resources import Flavor, LLMJobSpec, unknown_fields
 
 router = APIRouter()
@@ -156,12 +156,8 @@ async def get_result(
 async def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """Delete (and so cancel) a job; its stored results go with it."""
     await _get(services, tenant, job_id)
-    try:
-        await services.kube.delete(LLMJOBS, tenant, job_id)
-    except KubeError as exc:
-        if exc.code == 404:  # deleted in between
-            raise _not_found(job_id) from exc
-        raise
+    if not await jobs.delete_job(services, tenant, job_id):  # deleted in between
+        raise _not_found(job_id)
     return {"id": job_id, "object": "llmloom.job", "deleted": True}
 
 

@@ -12,7 +12,7 @@ from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
-from llmloom.kube import LLMJOBS, KubeError, Obj
+from llmloom.kube import LLMJOBS, Obj
 
 router = APIRouter()
 
@@ -55,12 +55,8 @@ async def get_task(
 async def cancel_task(task_id: str, services: ServicesDep, tenant: TenantDep) -> TaskInfo:
     """Cancel a task: its LLMJob is deleted, and a worker running it stops."""
     obj = await _task(services, tenant, task_id)
-    try:
-        await services.kube.delete(LLMJOBS, tenant, task_id)
-    except KubeError as exc:
-        if exc.code == 404:  # deleted in between
-            raise _not_found(task_id) from exc
-        raise
+    if not await jobs.delete_job(services, tenant, task_id):  # deleted in between
+        raise _not_found(task_id)
     info = jobs.task_info(obj, None)
     info.status = "cancelled"
     return info
