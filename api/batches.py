@@ -19,15 +19,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmloom import API_VERSION, batches, files, ratelimit
-from llmloom.api import jobs
+from llmloom import API_VERSION, batches, files, ratelimit, timestamps
+from llmloom.api import admission, serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.embeddings import EmbeddingRequest
 from llmloom.api.errors import APIError
 from llmloom.api.protocol import ChatCompletionRequest
 from llmloom.api.services import Services
 from llmloom.batches import InputLine, LineError, Prepared, PreparedHeader
-from llmloom.kube import LLMBATCHES, KubeError, Obj
+from llmloom.kube import LLMBATCHES, KubeError, Obj, is_name
 from llmloom.resources import Flavor, LLMBatch, LLMJobSpec, Parameters, RequestCounts
 
 router = APIRouter()
@@ -48,11 +48,8 @@ class BatchRequest(BaseModel):
 
 
 def _epoch(value: datetime | str | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return int(value.timestamp())
+    seconds = timestamps.epoch(value)
+    return None if seconds is None else int(seconds)
 
 
 def batch_object(obj: Obj) -> dict[str, Any]:
@@ -201,7 +198,7 @@ async def prepare(
     flavors: dict[str, Flavor | APIError] = {}
     for model in models:
         try:
-            flavors[model] = await jobs.resolve_flavor(services, tenant, model)
+            flavors[model] = await serving.resolve_flavor(services, tenant, model)
         except APIError as exc:
             flavors[model] = exc
     # Validating tens of thousands of bodies is CPU work: off the event loop.
@@ -222,7 +219,11 @@ def _not_found(batch_id: str) -> APIError:
 async def _get(services: Services, tenant: str, batch_id: str) -> Obj:
     name = batches.batch_name(batch_id)
     # An id that cannot be a name ("..", upper case) would address another path.
-    obj = await services.kube.find(LLMBATCHES, tenant, name) if batches.is_name(name) else None
+    obj = (
+        await services.kube.find(LLMBATCHES, tenant, name)
+        if is_name(name, batches.MAX_NAME_LENGTH)
+        else None
+    )
     if obj is None:
         raise _not_found(batch_id)
     return obj
@@ -261,7 +262,7 @@ async def within_budget(services: Services, tenant: str) -> ratelimit.BudgetPeri
         used = usage.totals.total_tokens + usage.pending_tokens
         if used >= limits.token_budget:
             spent = ratelimit.Decision("over_budget", [], period, budget_used=used)
-            raise jobs.refusal(spent, limits, 0, {}, now)
+            raise admission.refusal(spent, limits, 0, {}, now)
     return period
 
 

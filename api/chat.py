@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import Response, StreamingResponse
 
 from llmloom import streams
-from llmloom.api import jobs
+from llmloom.api import admission, serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, invalid_as_400, responses
 from llmloom.api.protocol import SSE_EVENT, ChatCompletion, ChatCompletionRequest, TaskQueued
@@ -40,12 +40,12 @@ async def create_chat_completion(
     request: ChatCompletionRequest,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
+    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
     wait: Annotated[float | None, Query(ge=0)] = None,
 ) -> Response:
     """Create a chat completion; past the wait limit, answer 202 with a task to poll."""
-    wait_seconds = jobs.wait_limit(services, wait_header, wait)
-    flavor = await jobs.resolve_flavor(services, tenant, request.model)
+    wait_seconds = serving.wait_limit(services, wait_header, wait)
+    flavor = await serving.resolve_flavor(services, tenant, request.model)
     if "chat" not in flavor.spec.capabilities:
         raise APIError(
             400,
@@ -53,7 +53,7 @@ async def create_chat_completion(
             param="model",
             code="model_not_supported",
         )
-    await jobs.ensure_available(services, tenant, flavor)
+    await serving.ensure_available(services, tenant, flavor)
     with invalid_as_400():
         params = request.parameters()
         spec = LLMJobSpec(
@@ -63,24 +63,24 @@ async def create_chat_completion(
             parameters=params,
             stream=request.stream,
         )
-    admission = await jobs.admit(
+    admitted = await admission.admit(
         services,
         tenant,
         flavor,
-        lambda: jobs.chat_estimate(
+        lambda: admission.chat_estimate(
             flavor, [m.content for m in request.messages], params.max_tokens if params else None
         ),
     )
-    job = await jobs.submit(services, tenant, flavor, spec, prefix="chat-", admission=admission)
+    job = await serving.submit(services, tenant, flavor, spec, prefix="chat-", admission=admitted)
     if request.stream:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         events = relay(services, job, include_usage)
         return StreamingResponse(
             events,
             media_type="text/event-stream",
-            headers={**admission.headers, jobs.TASK_HEADER: job.metadata.name},
+            headers={**admitted.headers, serving.TASK_HEADER: job.metadata.name},
         )
-    return await jobs.respond(services, job, wait_seconds, headers=admission.headers)
+    return await serving.respond(services, job, wait_seconds, headers=admitted.headers)
 
 
 def _sse(data: object) -> bytes:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import struct
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmloom.api import jobs
+from llmloom.api import admission, serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, invalid_as_400, responses
 from llmloom.api.protocol import EmbeddingList, TaskQueued
+from llmloom.embeddings import encoded
 from llmloom.resources import LLMJobSpec, Parameters
 
 router = APIRouter()
@@ -47,11 +46,6 @@ class EmbeddingRequest(BaseModel):
         return [str(t) for t in texts]
 
 
-def as_base64(vector: list[float]) -> str:
-    """A vector as OpenAI's base64 encoding: little-endian float32."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
 @router.post(
     "/v1/embeddings",
     response_model=None,
@@ -65,13 +59,13 @@ async def create_embeddings(
     request: EmbeddingRequest,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=jobs.WAIT_HEADER)] = None,
+    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
     wait: Annotated[float | None, Query(ge=0)] = None,
 ) -> JSONResponse:
     """Embed the input; past the wait limit, answer 202 with a task to poll."""
     texts = request.texts()
-    wait_seconds = jobs.wait_limit(services, wait_header, wait)
-    flavor = await jobs.resolve_flavor(services, tenant, request.model)
+    wait_seconds = serving.wait_limit(services, wait_header, wait)
+    flavor = await serving.resolve_flavor(services, tenant, request.model)
     if "embeddings" not in flavor.spec.capabilities:
         raise APIError(
             400,
@@ -79,24 +73,21 @@ async def create_embeddings(
             param="model",
             code="model_not_supported",
         )
-    await jobs.ensure_available(services, tenant, flavor)
+    await serving.ensure_available(services, tenant, flavor)
     with invalid_as_400():
         params = Parameters(dimensions=request.dimensions) if request.dimensions else None
         spec = LLMJobSpec(
             flavor=flavor.metadata.name, task="embeddings", texts=texts, parameters=params
         )
-    admission = await jobs.admit(
-        services, tenant, flavor, lambda: jobs.texts_estimate(flavor, texts)
+    admitted = await admission.admit(
+        services, tenant, flavor, lambda: admission.texts_estimate(flavor, texts)
     )
-    job = await jobs.submit(services, tenant, flavor, spec, prefix="embed-", admission=admission)
+    job = await serving.submit(services, tenant, flavor, spec, prefix="embed-", admission=admitted)
 
     def shape(response: dict[str, Any]) -> dict[str, Any]:
-        if request.encoding_format == "float":
-            return response
-        data = [{**d, "embedding": as_base64(d["embedding"])} for d in response["data"]]
-        return {**response, "data": data}
+        return encoded(response, request.encoding_format)
 
-    return await jobs.respond(services, job, wait_seconds, shape, admission.headers)
+    return await serving.respond(services, job, wait_seconds, shape, admitted.headers)
 
 
 def attach_router(app: FastAPI) -> None:

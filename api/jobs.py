@@ -1,386 +1,209 @@
-"""Turning requests into LLMJob resources, and their outcomes into answers.
+"""/v1/jobs: LLMJobs over HTTP, the same resources `kubectl apply` creates.
 
-A request is admitted first (the tenant's and the flavor's rate limits, the
-tenant's token budget: ``llmloom.ratelimit``), then becomes an LLMJob. The API
-enqueues each job itself (the operator is not on the hot path); the operator
-later records Accepted, and its own enqueue attempt is a no-op thanks to the
-marker in ``llmloom.queues``. When the job finishes, its estimated tokens are
-settled with the ones the provider counted.
+POST takes a job's spec as in a manifest (camelCase), GET lists or reads them,
+``/result?version=N`` returns a stored result version, DELETE cancels, and
+``/events`` streams the job's status changes as server-sent events (a watch
+on the API server, relayed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmloom import API_VERSION, conditions, queues, ratelimit, results, tokens
-from llmloom.api.errors import APIError
-from llmloom.api.observability import PROVIDER_MS
-from llmloom.api.protocol import TaskInfo
+from llmloom import results
+from llmloom.api import admission, serving
+from llmloom.api.deps import ServicesDep, TenantDep
+from llmloom.api.errors import APIError, responses
+from llmloom.api.protocol import SSE_EVENT, JobDeleted, JobList, JobResult, JobView
 from llmloom.api.services import Services
-from llmloom.events import ORIGIN_LABEL
-from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj, Resource
-from llmloom.resources import Flavor, LLMJob, LLMJobSpec, RateLimit
+from llmloom.kube import FLAVORS, LLMJOBS, Obj
+from llmloom.resources import Flavor, LLMJobSpec, unknown_fields
 
-# What Kubernetes accepts as an object's name (RFC 1123 subdomain). Anything else is
-# never looked up: it names nothing, and in a URL path it could name something else.
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+router = APIRouter()
 
 
-def is_name(value: str) -> bool:
-    """Whether a string can be the name of a Kubernetes object."""
-    return len(value) <= 253 and _NAME.fullmatch(value) is not None
+class JobRequest(BaseModel):
+    """The body of POST /v1/jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    """The job's name; generated when left out."""
+    spec: dict[str, Any]
+    """The LLMJob spec, as in a manifest."""
 
 
-async def find(services: Services, res: Resource, namespace: str, name: str) -> Obj | None:
-    """An object of the tenant by name; None when there is none (or cannot be one)."""
-    return await services.kube.find(res, namespace, name) if is_name(name) else None
+def view(obj: Obj) -> dict[str, Any]:
+    """A job as the API shows it: the manifest's parts a client needs."""
+    meta = obj["metadata"]
+    return {
+        "id": meta["name"],
+        "object": "llmloom.job",
+        "uid": meta["uid"],
+        "generation": meta.get("generation", 1),
+        "created_at": meta.get("creationTimestamp"),
+        "spec": obj.get("spec", {}),
+        "status": obj.get("status", {}),
+    }
 
 
-async def delete_job(services: Services, namespace: str, name: str) -> bool:
-    """Delete (and so cancel) a tenant's job; False when it was gone already."""
+def _not_found(job_id: str) -> APIError:
+    return APIError(404, f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+
+
+async def _get(services: Services, tenant: str, job_id: str) -> Obj:
+    obj = await serving.find(services, LLMJOBS, tenant, job_id)
+    if obj is None:
+        raise _not_found(job_id)
+    return obj
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=201,
+    response_model=None,
+    responses={
+        201: {"model": JobView, "description": "The job, as created"},
+        **responses(400, 401, 404, 409, 413, 429),
+    },
+)
+async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+    unknown = unknown_fields(LLMJobSpec, request.spec, "spec")
+    if unknown:
+        raise APIError(400, f"{unknown[0]}: unknown field", param=unknown[0])
     try:
-        await services.kube.delete(LLMJOBS, namespace, name)
-    except KubeError as exc:
-        if exc.code == 404:
-            return False
-        raise
-    return True
-
-
-async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
-    """The tenant's flavor for a requested model: by flavor name, else by model id."""
-    named = await find(services, FLAVORS, namespace, model)
-    if named is not None:
-        return Flavor.model_validate(named)
-    for item in await services.kube.list(FLAVORS, namespace):
-        if item.get("spec", {}).get("model") == model:
-            return Flavor.model_validate(item)
-    raise APIError(
-        404,
-        f"The model '{model}' does not exist or you do not have access to it.",
-        "invalid_request_error",
-        param="model",
-        code="model_not_found",
-    )
-
-
-# A flavor that runs its own model server and whose pods no node can take cannot
-# answer: the request would wait for a GPU that is not there.
-UNAVAILABLE_REASONS = frozenset({"Unschedulable"})
-UNAVAILABLE_RETRY_SECONDS = 30
-
-
-def unavailable_reason(flavor: Flavor) -> str | None:
-    """Why a flavor cannot serve a request now ("Reason: message"), or None if it can (or
-    may: unknown readiness, a model server starting, scaled to zero)."""
-    if flavor.spec.deploy is None:
-        return None
-    ready = conditions.find([c.wire() for c in flavor.status.conditions], conditions.READY)
-    if ready is None or ready.get("status") != "False":
-        return None
-    if ready.get("reason") not in UNAVAILABLE_REASONS:
-        return None
-    seen = ready.get("observedGeneration")
-    if seen is not None and seen != flavor.metadata.generation:
-        return None  # a verdict on an older spec
-    return f"{ready.get('reason')}: {ready.get('message', '')}".rstrip(": ")
-
-
-async def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None:
-    """503 when neither the flavor nor any of its failover flavors can serve now."""
-    reason = unavailable_reason(flavor)
-    if reason is None:
-        return
-    for name in flavor.spec.failover_flavors:
-        found = await find(services, FLAVORS, namespace, name)
-        if found is not None and unavailable_reason(Flavor.model_validate(found)) is None:
-            return
-    raise APIError(
-        503,
-        f"The model '{flavor.metadata.name}' cannot serve requests now ({reason}). "
-        "Please try again later.",
-        "server_error",
-        code="service_unavailable",
-        headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
-    )
-
-
-@dataclass
-class Admission:
-    """An admitted request: its x-ratelimit-* headers and the charge to settle."""
-
-    charge: ratelimit.Charge
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def chat_estimate(flavor: Flavor, contents: list[str], max_tokens: int | None) -> int:
-    """Tokens a chat request may spend, as OpenAI's limits count them before it runs: the
-    prompt, plus the completion it asks for at most."""
-    enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-    limit = flavor.spec.max_output_tokens
-    completion = min(max_tokens, limit) if max_tokens and limit else max_tokens or 0
-    return tokens.count_chat_tokens(contents, enc) + completion
-
-
-def texts_estimate(flavor: Flavor, texts: list[str]) -> int:
-    """Tokens of texts to embed."""
-    enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-    return sum(len(enc.encode(t, disallowed_special=())) for t in texts)
-
-
-def spec_estimate(flavor: Flavor, spec: LLMJobSpec) -> int:
-    """Tokens a job spec may spend, from what it holds inline (a document fetched later
-    is charged when its job finishes)."""
-    max_tokens = spec.parameters.max_tokens if spec.parameters else None
-    if spec.messages:
-        return chat_estimate(flavor, [m.content for m in spec.messages], max_tokens)
-    if spec.texts:
-        return texts_estimate(flavor, spec.texts)
-    return 0
-
-
-def refusal(
-    decision: ratelimit.Decision,
-    limits: ratelimit.TenantLimits,
-    estimate: int,
-    headers: dict[str, str],
-    now: datetime,
-) -> APIError:
-    """The 429 of a refused request, worded and coded as OpenAI's."""
-    if decision.outcome == "over_budget":
-        period = decision.period
-        left = max(0, (limits.token_budget or 0) - decision.budget_used)
-        return APIError(
-            429,
-            f"You exceeded your token budget for this {period.kind} ({period.id}): "
-            f"limit {limits.token_budget}, used {decision.budget_used}, left {left}"
-            + (f", this request needs about {estimate}" if estimate else "")
-            + f". It resets at {period.end.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
-            "insufficient_quota",
-            code="insufficient_quota",
-            # The SDKs retry 429s; waiting minutes cannot help a spent budget.
-            headers={
-                **headers,
-                "Retry-After": str(math.ceil((period.end - now).total_seconds())),
-                "x-should-retry": "false",
-            },
+        spec = LLMJobSpec.model_validate(request.spec)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(["spec", *(str(p) for p in first["loc"])])
+        raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
+    found = await serving.find(services, FLAVORS, tenant, spec.flavor)
+    if found is None:
+        raise APIError(
+            404,
+            f"The flavor '{spec.flavor}' does not exist.",
+            param="spec.flavor",
+            code="model_not_found",
         )
-    rate = decision.refused
-    assert rate is not None
-    unit = "requests per min (RPM)" if rate.kind == "requests" else "tokens per min (TPM)"
-    if decision.outcome == "too_large":
-        return APIError(
-            429,
-            f"Request too large for {rate.holder} on {unit}: Limit {rate.limit}, "
-            f"Requested {rate.cost}. Send a smaller request.",
-            rate.kind,
-            code="rate_limit_exceeded",
-            headers={**headers, "x-should-retry": "false"},
-        )
-    wait = ratelimit.format_duration(decision.retry_after)
-    return APIError(
-        429,
-        f"Rate limit reached for {rate.holder} on {unit}: Limit {rate.limit}, "
-        f"Requested {rate.cost}. Please try again in {wait}.",
-        rate.kind,
-        code="rate_limit_exceeded",
-        headers={
-            **headers,
-            "Retry-After": str(max(1, math.ceil(decision.retry_after))),
-            "retry-after-ms": str(max(1, math.ceil(decision.retry_after * 1000))),
-        },
+    flavor = Flavor.model_validate(found)
+    admitted = await admission.admit(
+        services, tenant, flavor, lambda: admission.spec_estimate(flavor, spec)
     )
-
-
-async def admit(
-    services: Services, namespace: str, flavor: Flavor, estimate: Callable[[], int]
-) -> Admission:
-    """Hold a request to its tenant's and flavor's limits and its tenant's budget: the 429
-    when it does not fit, else what it was charged."""
-    limits = await services.limits.get(namespace)
-    per_flavor = flavor.spec.rate_limit or RateLimit()
-    counted = (
-        limits.tokens_per_minute is not None
-        or limits.token_budget is not None
-        or per_flavor.tokens_per_minute is not None
+    job = await serving.submit(
+        services, tenant, flavor, spec, prefix="job-", name=request.name, admission=admitted
     )
-    # Counting is CPU work (a request may hold megabytes): off the event loop, and only
-    # where a limit needs the number before the provider counts it.
-    cost = await asyncio.to_thread(estimate) if counted else 0
-    name = flavor.metadata.name
-    rates = ratelimit.rates_for(
-        namespace, name, limits, per_flavor.requests_per_minute, per_flavor.tokens_per_minute, cost
-    )
-    now = datetime.now(UTC)
-    period = ratelimit.budget_period(limits.budget_period, now)
-    decision = await ratelimit.admit(
-        services.redis, namespace, name, rates, limits.token_budget, period, cost
-    )
-    headers = ratelimit.rate_headers(decision.states)
-    if not decision.admitted:
-        kind = decision.refused.kind if decision.refused else "budget"
-        services.metrics.rate_limited.labels(namespace, kind).inc()
-        raise refusal(decision, limits, cost, headers, now)
-    return Admission(ratelimit.charge_for(namespace, name, decision, rates, cost), headers)
+    obj = await services.kube.get(LLMJOBS, tenant, job.metadata.name)
+    location = f"/v1/jobs/{job.metadata.name}"
+    return JSONResponse(view(obj), 201, headers={**admitted.headers, "Location": location})
 
 
-async def settle(
-    services: Services, uid: str, version: int, outcome: results.Outcome | None = None
-) -> None:
-    """Charge a finished job's tokens in place of its estimate, once (whichever waiter or
-    API replica comes first), and count them in the metrics."""
-    charge = await ratelimit.claim(services.redis, uid, version)
-    if charge is None:
-        return
-    outcome = outcome or await results.load(services.redis, uid, version)
-    if outcome is None:  # not finished after all: keep the charge for later
-        await ratelimit.hold(
-            services.redis, uid, version, charge, services.settings.result_ttl_seconds
-        )
-        return
-    prompt, completion = ratelimit.spent(outcome.usage)
-    settled = await ratelimit.apply(services.redis, charge, prompt, completion, outcome.flavor)
-    services.metrics.count_tokens(settled.tenant, settled.flavor, prompt, completion)
+@router.get("/v1/jobs", response_model=None, responses={200: {"model": JobList}, **responses(401)})
+async def list_jobs(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    items = await services.kube.list(LLMJOBS, tenant)
+    return {"object": "list", "data": [view(o) for o in items]}
 
 
-async def submit(
-    services: Services,
-    namespace: str,
-    flavor: Flavor,
-    spec: LLMJobSpec,
-    prefix: str,
-    name: str | None = None,
-    admission: Admission | None = None,
-) -> LLMJob:
-    """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue;
-    an admitted request's charge waits for the job to finish."""
-    metadata: dict[str, Any] = {"labels": {ORIGIN_LABEL: "api"}}
-    metadata.update({"name": name} if name else {"generateName": prefix})
-    body = {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": metadata, "spec": spec.wire()}
-    try:
-        job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
-    except Exception as exc:
-        if admission is not None:  # no job, no tokens: give the estimate back
-            await ratelimit.apply(services.redis, admission.charge, 0, 0)
-        if isinstance(exc, KubeError) and exc.code == 409:
-            raise APIError(
-                409, exc.message, "invalid_request_error", code="already_exists"
-            ) from exc
-        if isinstance(exc, KubeError) and exc.code in (400, 422):
-            raise APIError(
-                400, exc.message, "invalid_request_error", code="invalid_request"
-            ) from exc
-        raise
-    uid, version = job.metadata.uid, job.metadata.generation
-    if admission is not None:
-        ttl = services.settings.result_ttl_seconds
-        await ratelimit.hold(services.redis, uid, version, admission.charge, ttl)
-        # The operator enqueues too: a fast worker may have finished before the hold, and
-        # its announcement found nothing to settle.
-        if await services.redis.exists(results.result_key(uid, version)):
-            await settle(services, uid, version)
-    ref = queues.JobRef(
-        namespace=namespace,
-        name=job.metadata.name,
-        uid=job.metadata.uid,
-        generation=job.metadata.generation,
-    )
-    await asyncio.to_thread(
-        queues.enqueue,
-        services.sync_redis,
-        spec.flavor,
-        ref,
-        spec.priority,
-        queues.job_timeout(flavor, spec.task),
-    )
-    return job
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={200: {"model": JobView}, **responses(401, 404)},
+)
+async def get_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    return view(await _get(services, tenant, job_id))
 
 
-TASK_HEADER = "X-LLMLoom-Task"
-WAIT_HEADER = "X-LLMLoom-Wait"
-
-
-async def respond(
-    services: Services,
-    job: LLMJob,
-    wait_seconds: float,
-    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """Wait for the job's answer: the OpenAI response (through ``shape``), its error, or
-    past the wait, 202 with the task to poll; every answer carries ``headers``."""
-    extra = headers or {}
-    headers = {**extra, TASK_HEADER: job.metadata.name}
-    outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    response_model=None,
+    responses={200: {"model": JobResult}, **responses(400, 401, 404)},
+)
+async def get_result(
+    job_id: str,
+    services: ServicesDep,
+    tenant: TenantDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """A stored result: the latest, or the version asked for (older ones stay until their TTL)."""
+    obj = await _get(services, tenant, job_id)
+    latest = (obj.get("status", {}).get("result") or {}).get("version")
+    wanted = version or latest
+    outcome = await results.load(services.redis, obj["metadata"]["uid"], wanted) if wanted else None
     if outcome is None:
-        location = f"/v1/tasks/{job.metadata.name}"
-        body = {
-            "id": job.metadata.name,
-            "object": "llmloom.task",
-            "status": "queued",
-            "location": location,
-        }
-        return JSONResponse(body, 202, headers={**headers, "Location": location})
-    await settle(services, job.metadata.uid, job.metadata.generation, outcome)
-    if outcome.provider_ms is not None:
-        headers[PROVIDER_MS] = str(outcome.provider_ms)
-    try:
-        response = raise_for_outcome(outcome)
-    except APIError as exc:
-        exc.headers = {**extra, **(exc.headers or {})}
-        raise
-    return JSONResponse(shape(response) if shape else response, headers=headers)
+        raise APIError(
+            404,
+            f"Job '{job_id}' has no result" + (f" version {wanted}" if wanted else "") + " (yet).",
+            param="version",
+            code="result_not_found",
+        )
+    body: dict[str, Any] = {"id": job_id, "object": "llmloom.result", "version": wanted}
+    if outcome.ok:
+        body["response"] = outcome.response
+    elif outcome.error is not None:
+        body["error"] = {"message": outcome.error.message, "code": outcome.error.reason}
+    return body
 
 
-def wait_limit(services: Services, header: str | None, query: float | None) -> float:
-    """How long to wait for a result: query parameter, header, or the default, capped."""
-    raw: Any = query if query is not None else header
-    if raw is None:
-        return services.settings.wait_seconds
-    try:
-        value = float(raw)
-    except ValueError:
-        raise APIError(400, "wait must be a number of seconds", param="wait") from None
-    if math.isnan(value):
-        raise APIError(400, "wait must be a number of seconds", param="wait")
-    if value < 0:
-        raise APIError(400, "wait must not be negative", param="wait")
-    return min(value, services.settings.max_wait_seconds)
+@router.delete(
+    "/v1/jobs/{job_id}",
+    response_model=None,
+    responses={200: {"model": JobDeleted}, **responses(401, 404)},
+)
+async def delete_job(job_id: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    """Delete (and so cancel) a job; its stored results go with it."""
+    await _get(services, tenant, job_id)
+    if not await serving.delete_job(services, tenant, job_id):  # deleted in between
+        raise _not_found(job_id)
+    return {"id": job_id, "object": "llmloom.job", "deleted": True}
 
 
-def raise_for_outcome(outcome: results.Outcome) -> dict[str, Any]:
-    """The response of a succeeded job, or the APIError of a failed one."""
-    if outcome.ok and outcome.response is not None:
-        return outcome.response
-    err = outcome.error or results.ErrorInfo(reason="Unknown", message="the job failed")
-    raise APIError(err.status_code, err.message, err.type, code=err.reason)
-
-
-def task_info(obj: Obj, outcome: results.Outcome | None) -> TaskInfo:
-    """The task view of an LLMJob and its outcome."""
-    job = LLMJob.model_validate(obj)
-    conds = [c.wire() for c in job.status.conditions]
-    info = TaskInfo(
-        id=job.metadata.name,
-        status=(job.status.state or conditions.job_state(conds)).lower(),
-        created_at=obj["metadata"].get("creationTimestamp"),
+async def _watch(services: Services, tenant: str, obj: Obj) -> AsyncIterator[bytes]:
+    """The job's status as it changes, until it finishes or is deleted."""
+    name, version = obj["metadata"]["name"], obj["metadata"]["resourceVersion"]
+    yield f"data: {json.dumps(view(obj))}\n\n".encode()
+    if obj.get("status", {}).get("state") in ("Succeeded", "Failed"):
+        return
+    watch = services.kube.watch(
+        LLMJOBS,
+        tenant,
+        version,
+        timeout_seconds=int(services.settings.max_wait_seconds),
+        field_selector=f"metadata.name={name}",
     )
-    if outcome is not None:
-        if outcome.ok:
-            info.status, info.response = "succeeded", outcome.response
-        elif outcome.error is not None:
-            info.status = "failed"
-            info.error = {
-                "message": outcome.error.message,
-                "code": outcome.error.reason,
-                "type": outcome.error.type,
-            }
-    return info
+    async with contextlib.aclosing(watch) as events:  # closes the connection on return
+        async for event in events:
+            if event.get("type") == "DELETED":
+                yield b"event: deleted\ndata: {}\n\n"
+                return
+            if event.get("type") in ("ADDED", "MODIFIED"):
+                current = event["object"]
+                yield f"data: {json.dumps(view(current))}\n\n".encode()
+                if current.get("status", {}).get("state") in ("Succeeded", "Failed"):
+                    return
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The job's view as server-sent events, until it finishes",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        },
+        **responses(401, 404),
+    },
+)
+async def job_events(job_id: str, services: ServicesDep, tenant: TenantDep) -> StreamingResponse:
+    """Server-sent events: the job now, then at every change until it finishes."""
+    obj = await _get(services, tenant, job_id)
+    return StreamingResponse(_watch(services, tenant, obj), media_type="text/event-stream")
+
+
+def attach_router(app: FastAPI) -> None:
+    app.include_router(router)

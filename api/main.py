@@ -17,9 +17,9 @@ from llmloom.api import (
     files,
     health,
     jobs,
-    llmjobs,
     models,
     observability,
+    serving,
     tasks,
 )
 from llmloom.api.observability import ApiMetrics
@@ -34,7 +34,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tokens.prepare_offline_cache()
         services = app.state.services = await Services.start(settings, metrics)
-        services.waiter.on_done = functools.partial(jobs.settle, services)
+        services.waiter.on_done = functools.partial(serving.settle, services)
         try:
             yield
         finally:
@@ -44,6 +44,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="LLMLoom", version=__version__, lifespan=lifespan)
     errors.install(app)
     observability.install(app, metrics, settings.max_body_bytes)
-    for module in (health, chat, embeddings, models, tasks, llmjobs, files, batches):
+    for module in (health, chat, embeddings, models, tasks, jobs, files, batches):
         module.attach_router(app)
     return app

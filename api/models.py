@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from llmloom import conditions, ratelimit
-from llmloom.api import jobs
+from llmloom import conditions, ratelimit, timestamps
+from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import (
@@ -47,8 +47,7 @@ def ready(flavor: Flavor) -> bool:
 
 
 def _created(item: dict[str, Any]) -> int:
-    ts = item["metadata"].get("creationTimestamp")
-    return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()) if ts else 0
+    return int(timestamps.epoch(item["metadata"].get("creationTimestamp")) or 0)
 
 
 @router.get(
@@ -71,7 +70,7 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any
 )
 async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     """One of the tenant's flavors, by name."""
-    item = await jobs.find(services, FLAVORS, tenant, model)
+    item = await serving.find(services, FLAVORS, tenant, model)
     if item is None:
         raise APIError(
             404,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Query
 
 from llmloom import results
-from llmloom.api import jobs
+from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import TaskInfo
@@ -19,7 +19,7 @@ router = APIRouter()
 
 async def _task(services: Services, tenant: str, task_id: str) -> Obj:
     """The LLMJob behind a task of the tenant, or the OpenAI 404."""
-    obj = await jobs.find(services, LLMJOBS, tenant, task_id)
+    obj = await serving.find(services, LLMJOBS, tenant, task_id)
     if obj is None:
         raise _not_found(task_id)
     return obj
@@ -41,23 +41,23 @@ async def get_task(
     """The task's state; with ``?wait=N`` it waits up to N seconds for the answer."""
     obj = await _task(services, tenant, task_id)
     uid, gen = obj["metadata"]["uid"], obj["metadata"]["generation"]
-    timeout = jobs.wait_limit(services, None, wait) if wait is not None else 0.0
+    timeout = serving.wait_limit(services, None, wait) if wait is not None else 0.0
     if timeout > 0:
         outcome = await services.waiter.wait(uid, gen, timeout)
     else:
         outcome = await results.load(services.redis, uid, gen)
     if outcome is not None:
-        await jobs.settle(services, uid, gen, outcome)
-    return jobs.task_info(obj, outcome)
+        await serving.settle(services, uid, gen, outcome)
+    return serving.task_info(obj, outcome)
 
 
 @router.delete("/v1/tasks/{task_id}", responses=responses(401, 404))
 async def cancel_task(task_id: str, services: ServicesDep, tenant: TenantDep) -> TaskInfo:
     """Cancel a task: its LLMJob is deleted, and a worker running it stops."""
     obj = await _task(services, tenant, task_id)
-    if not await jobs.delete_job(services, tenant, task_id):  # deleted in between
+    if not await serving.delete_job(services, tenant, task_id):  # deleted in between
         raise _not_found(task_id)
-    info = jobs.task_info(obj, None)
+    info = serving.task_info(obj, None)
     info.status = "cancelled"
     return info
 

@@ -7,7 +7,7 @@ requests through the API with 1, 16 and 64 concurrent clients. Each request
 is a real LLMJob. Overhead is the API's ``X-LLMLoom-Overhead-Ms``: the
 request's time minus the provider call's.
 
-    .venv/bin/python -P bench/api_overhead.py [--workers 1] [--concurrency 64] [--delay 0.1]
+    .venv/bin/python bench/api_overhead.py [--workers 1] [--concurrency 64] [--delay 0.1]
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, free_port, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import create_token, install_crds
+from devstack.cluster import Cluster
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, free_port, wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import create_token, install_crds
 
 NS = "bench"
-PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+PY = [sys.executable, "-m", "llmloom.cli"]
 
 
 async def run_level(

@@ -17,7 +17,7 @@ of map calls, then one call per reduce level, each ``delay`` long. Measured:
 - end to end: from creating the LLMJob to its Succeeded status (adds the
   operator's admission, the queue and the status writes).
 
-    .venv/bin/python -P bench/document_mapreduce.py [--tokens 200000] [--delay 0.2] \
+    .venv/bin/python bench/document_mapreduce.py [--tokens 200000] [--delay 0.2] \
         [--concurrency 4,16,32]
 """
 
@@ -38,15 +38,15 @@ from typing import Any
 import yaml
 from redis import Redis
 
+from devstack.cluster import Cluster
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, free_port, wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import install_crds
 from llmloom import chunking, tokens
-from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, free_port, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import install_crds
 
 NS = "bench"
-PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+PY = [sys.executable, "-m", "llmloom.cli"]
 JOBS = f"/apis/llmloom.io/v1alpha1/namespaces/{NS}/llmjobs"
 # fmt: off
 WORDS = [

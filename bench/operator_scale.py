@@ -4,7 +4,7 @@ Starts the local control plane and Redis, runs ``llmloom operator`` as its own
 process, applies N LLMJobs at once with ``kubectl apply --server-side`` and
 waits until every one is Accepted and on its queue. Prints a table.
 
-    .venv/bin/python -P bench/operator_scale.py [--jobs 2000]
+    .venv/bin/python bench/operator_scale.py [--jobs 2000]
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import yaml
 from redis import Redis
 
+from devstack.cluster import Cluster
+from devstack.procs import Proc, peak_rss_mib, wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import install_crds
 from llmloom import queues
-from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.procs import Proc, peak_rss_mib, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import install_crds
 
 NAMESPACE = "bench"
 
@@ -79,9 +79,7 @@ def main() -> None:
             "LLMLOOM_METRICS_PORT": "0",
             "LLMLOOM_LOG_LEVEL": "WARNING",
         }
-        operator = Proc(
-            "operator", [sys.executable, "-P", "-m", "llmloom.cli", "operator"], work, env
-        )
+        operator = Proc("operator", [sys.executable, "-m", "llmloom.cli", "operator"], work, env)
         time.sleep(5)  # kopf's initial listing and watches
         rss_idle = peak_rss_mib(operator.popen.pid)
         text = manifests(n)

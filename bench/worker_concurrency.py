@@ -15,7 +15,7 @@ ran), creates N LLMJobs and enqueues them, then starts ONE worker process with
 It also reports the worker's CPU time per job (what bounds one process: it
 runs on one core) and its peak memory (VmHWM). Each delay is one row.
 
-    .venv/bin/python -P bench/worker_concurrency.py [--concurrency 64] [--delays 1 2 5]
+    .venv/bin/python bench/worker_concurrency.py [--concurrency 64] [--delays 1 2 5]
 """
 
 from __future__ import annotations
@@ -40,16 +40,16 @@ import yaml
 from redis import Redis
 from rq.job import Job
 
+from devstack.cluster import Cluster
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, cpu_seconds, peak_rss_mib, wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import install_crds
 from llmloom import httpio, queues, results
-from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, cpu_seconds, peak_rss_mib, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import install_crds
 from llmloom.events import ORIGIN_LABEL
 
 NS = "bench"
-PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+PY = [sys.executable, "-m", "llmloom.cli"]
 
 
 def pct(values: list[float], q: float) -> float:

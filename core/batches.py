@@ -15,18 +15,16 @@ Names: an OpenAI batch id ``batch_<hex>`` is the LLMBatch ``batch-<hex>``
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import re
 import secrets
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from llmloom import embeddings
 from llmloom.resources import BatchError, RequestCounts, Usage
 from llmloom.results import Outcome
 
@@ -64,13 +62,8 @@ def batch_name(batch_id: str) -> str:
     return batch_id
 
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def is_name(value: str) -> bool:
-    """Whether ``value`` can be an LLMBatch's name (a DNS subdomain, as short as the CEL rule
-    wants it)."""
-    return len(value) <= 56 and _NAME.fullmatch(value) is not None
+MAX_NAME_LENGTH = 56
+"""The longest LLMBatch name (the CRD's rule: room for the jobs' ``-<line>``)."""
 
 
 def job_name(batch: str, line: int) -> str:
@@ -398,18 +391,6 @@ def request_line_id(seed: str) -> str:
     return "batch_req_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
-def as_base64(vector: list[float]) -> str:
-    """A vector as OpenAI's base64 encoding: little-endian float32."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-
-
-def _shape(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
-    if encoding_format != "base64" or "data" not in response:
-        return response
-    data = [{**d, "embedding": as_base64(d["embedding"])} for d in response["data"]]
-    return {**response, "data": data}
-
-
 def _line(seed: str, custom_id: str, response: Any, error: Any) -> str:
     item = {"id": request_line_id(seed), "custom_id": custom_id, "response": response}
     return json.dumps({**item, "error": error}, separators=(",", ":"))
@@ -422,7 +403,7 @@ def response_line(
     (output file), or the status and error envelope the API would have answered (error
     file). ``fallback`` is the error of a job that ended without a stored outcome."""
     if outcome is not None and outcome.ok and outcome.response is not None:
-        body = _shape(outcome.response, request.encoding_format)
+        body = embeddings.encoded(outcome.response, request.encoding_format)
         usage = outcome.usage or {}
         return Line(
             ok=True,

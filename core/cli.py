@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 
@@ -50,12 +49,6 @@ def _worker(a: argparse.Namespace) -> None:
     if a.burst:
         overrides["burst"] = True
     run(WorkerSettings(**overrides))
-
-
-def _dev(a: argparse.Namespace) -> None:
-    from llmloom.devstack.stack import run_dev
-
-    run_dev(Path(a.state_dir), api_port=a.port, model_port=a.model_port, embed_port=a.embed_port)
 
 
 def _token(a: argparse.Namespace) -> None:
@@ -112,13 +105,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="append", help="NAMESPACE/FLAVOR (repeatable)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.set_defaults(func=_worker)
-
-    p = sub.add_parser("dev", help="run the whole stack locally (control plane, Redis, model, ...)")
-    p.add_argument("--state-dir", default=".llmloom")
-    p.add_argument("--port", type=int, default=8000, help="API port")
-    p.add_argument("--model-port", type=int, default=8081, help="port of the local chat model")
-    p.add_argument("--embed-port", type=int, default=8082, help="port of the local embedding model")
-    p.set_defaults(func=_dev)
 
     p = sub.add_parser("token", help="create or revoke API tokens of a tenant (namespace)")
     p.add_argument("action", choices=["create", "revoke"])

@@ -7,19 +7,15 @@ has, so a condition written by one component is never dropped by another.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+
+from llmloom import timestamps
 
 ACCEPTED = "Accepted"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 READY = "Ready"
 SUSPENDED = "Suspended"
-
-
-def now() -> str:
-    """The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def find(conditions: list[dict[str, Any]], ctype: str) -> dict[str, Any] | None:
@@ -52,7 +48,7 @@ def set_condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": (at or now())
+        "lastTransitionTime": (at or timestamps.now())
         if changed or old is None
         else old["lastTransitionTime"],
     }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from llmloom import API_VERSION, conditions
+from llmloom import API_VERSION, timestamps
 from llmloom.batches import BATCH_LABEL
 from llmloom.kube import Kube, KubeError, Resource
 
@@ -37,7 +37,7 @@ def event_body(
     kind: str, meta: dict[str, Any], reason: str, message: str, type: EventType, component: str
 ) -> dict[str, Any]:
     """A core/v1 Event about one LLMLoom object."""
-    now = conditions.now()
+    now = timestamps.now()
     return {
         "apiVersion": "v1",
         "kind": "Event",

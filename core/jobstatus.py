@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmloom import conditions, results
+from llmloom import conditions, results, timestamps
 from llmloom.queues import JobRef
 from llmloom.resources import Usage
 
@@ -75,7 +75,7 @@ def mark_finished(
         if attempt is not None:
             _count_attempt(status, *attempt)
         status["observedGeneration"] = gen
-        status["completionTime"] = conditions.now()
+        status["completionTime"] = timestamps.now()
         if flavor is not None:
             status["flavorUsed"] = flavor
         status["result"] = {

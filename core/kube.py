@@ -13,6 +13,7 @@ import builtins
 import copy
 import json as _json
 import os
+import re
 import ssl
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -59,6 +60,17 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments")
 SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings")
 NAMESPACES = Resource("", "v1", "namespaces")
+
+
+# What Kubernetes accepts as an object's name (RFC 1123 subdomain). A string that is not
+# one names nothing, and in a URL path it could name something else: never look it up.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_name(value: str, max_length: int = 253) -> bool:
+    """Whether a string can be the name of an object (of a kind whose names are at most
+    ``max_length`` characters)."""
+    return len(value) <= max_length and _NAME.fullmatch(value) is not None
 
 
 REQUEST_SECONDS = 30.0

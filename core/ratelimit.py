@@ -259,35 +259,6 @@ def rate_state(rate: Rate, backlog_ms: float) -> RateState:
     return RateState(rate.kind, rate.limit, max(0, min(rate.limit, remaining)), backlog / 1000)
 
 
-def format_duration(seconds: float) -> str:
-    """A duration as OpenAI's reset headers write it (Go's format): 120ms, 1.5s, 6m0s."""
-    ms = round(seconds * 1000)
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
-    if hours:
-        return f"{hours}h{minutes}m{secs}"
-    return f"{minutes}m{secs}" if minutes else secs
-
-
-def rate_headers(states: list[RateState]) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers: per kind, the limiter with the least left."""
-    headers: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        of_kind = [s for s in states if s.kind == kind]
-        if not of_kind:
-            continue
-        tightest = min(of_kind, key=lambda s: (s.remaining, -s.reset_seconds))
-        headers[f"x-ratelimit-limit-{kind}"] = str(tightest.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(tightest.remaining)
-        headers[f"x-ratelimit-reset-{kind}"] = format_duration(tightest.reset_seconds)
-    return headers
-
-
 # --------------------------------------------------------------------------- admission
 
 # KEYS: the n GCRA keys, then the tenant's usage hash for the period.

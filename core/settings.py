@@ -46,6 +46,9 @@ class OperatorSettings(CommonSettings):
     """Attempts a job gets when its worker is lost before it fails with WorkerLost."""
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """Port of the Prometheus /metrics endpoint (0 turns it off)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the /metrics endpoint listens on (in a pod, every interface: Prometheus
+    scrapes the pod's IP; the dev stack uses loopback)."""
     worker_image: str = "llmloom/worker:0.1.0"
     """Image of the worker container in flavor pods."""
     worker_service_account: str = "llmloom-worker"

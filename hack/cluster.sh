@@ -5,4 +5,4 @@
 # when they are missing. LLMLOOM_GPU_NODES sets the number of GPU nodes (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-.venv/bin/python}" -P -m llmloom.devstack.cluster
+exec "${PYTHON:-.venv/bin/python}" -m devstack.cluster

@@ -34,9 +34,10 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import API_VERSION, batches, conditions, events, files, results
+from llmloom import API_VERSION, batches, conditions, events, files, results, timestamps
 from llmloom.batches import LineError, Prepared
 from llmloom.kube import LLMBATCHES, LLMJOBS, Kube, KubeError, Obj
+from llmloom.operator.workqueue import WorkQueue
 from llmloom.resources import LLMBatch, RequestCounts, Usage
 from llmloom.settings import OperatorSettings
 
@@ -48,10 +49,6 @@ CREATE_CHUNK = 50
 """Jobs created at once (concurrent requests to the API server)."""
 
 Ending = Literal["completed", "cancelled", "expired"]
-
-
-def _ts(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -179,8 +176,8 @@ def mark_started(total: int, expires: datetime) -> Callable[[dict[str, Any]], No
         if status.get("state") not in (None, "validating"):
             return
         status["state"] = "in_progress"
-        status["inProgressAt"] = conditions.now()
-        status["expiresAt"] = _ts(expires)
+        status["inProgressAt"] = timestamps.now()
+        status["expiresAt"] = timestamps.format(expires)
         status["requestCounts"] = RequestCounts(total=total).wire()
         status["message"] = f"running {total} requests"
 
@@ -194,7 +191,7 @@ def mark_failed(errors: list[dict[str, Any]], message: str) -> Callable[[dict[st
         if status.get("state") in batches.TERMINAL:
             return
         status["state"] = "failed"
-        status["failedAt"] = conditions.now()
+        status["failedAt"] = timestamps.now()
         status["errors"] = errors
         status["message"] = message[:1024]
         status["conditions"] = conditions.set_condition(
@@ -213,10 +210,10 @@ def mark_progress(
         if status.get("state") in batches.TERMINAL:
             return
         if state == "cancelling" and status.get("state") != "cancelling":
-            status["cancellingAt"] = conditions.now()
+            status["cancellingAt"] = timestamps.now()
             status["message"] = "cancelling: stopping the requests in flight"
         elif state == "finalizing" and status.get("state") != "finalizing":
-            status["finalizingAt"] = conditions.now()
+            status["finalizingAt"] = timestamps.now()
             status["message"] = "writing the output and error files"
         elif state == "in_progress":
             status["message"] = (
@@ -248,7 +245,7 @@ def mark_ended(
         if status.get("state") in batches.TERMINAL:
             return
         status["state"] = ending
-        status[ENDED_AT[ending]] = conditions.now()
+        status[ENDED_AT[ending]] = timestamps.now()
         status["requestCounts"] = counts.wire()
         status["usage"] = usage.wire()
         for key, value in (("outputFileId", output_file), ("errorFileId", error_file)):
@@ -279,9 +276,10 @@ class BatchController:
         self.settings, self.kube, self.redis = settings, kube, redis
         self.known: dict[tuple[str, str], str] = {}
         """Batches seen and not finished: (namespace, name) -> uid."""
-        self._dirty: set[tuple[str, str]] = set()
-        self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
+        self.queue: WorkQueue[tuple[str, str]] = WorkQueue(
+            settings.batch_resync_seconds, self._known, self._handle
+        )
         self._cleanups: set[asyncio.Task[None]] = set()
         self.errors = 0
         """Passes that failed, since start."""
@@ -292,8 +290,7 @@ class BatchController:
 
     def poke(self, namespace: str, name: str) -> None:
         """Look at this batch soon."""
-        self._dirty.add((namespace, name))
-        self._wake.set()
+        self.queue.poke((namespace, name))
 
     def observe(self, event: str | None, body: Mapping[str, Any]) -> None:
         """Take in one watch event of a batch."""
@@ -321,18 +318,13 @@ class BatchController:
 
     async def run(self) -> None:
         """Until cancelled: poked batches at once, every unfinished one each resync period."""
-        period = self.settings.batch_resync_seconds
-        next_full = time.monotonic() + period
-        while True:
-            timeout = max(0.0, next_full - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            keys, self._dirty = self._dirty, set()
-            if time.monotonic() >= next_full:
-                next_full = time.monotonic() + period
-                keys |= set(self.known)
-            await asyncio.gather(*(self._one(ns, name) for ns, name in keys))
+        await self.queue.run()
+
+    async def _known(self) -> set[tuple[str, str]]:
+        return set(self.known)
+
+    async def _handle(self, key: tuple[str, str]) -> None:
+        await self._one(*key)
 
     async def _one(self, namespace: str, name: str) -> None:
         async with self._limit:

@@ -9,7 +9,6 @@ endpoint, and returns a ``FlavorReport`` that the handler writes to the status.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from llmloom import conditions, events, queues, secrets
+from llmloom import conditions, events, queues, secrets, timestamps
 from llmloom.events import EventType
 from llmloom.kube import (
     DEPLOYMENTS,
@@ -33,6 +32,7 @@ from llmloom.kube import (
     KubeError,
 )
 from llmloom.operator import builders, scaling
+from llmloom.operator.workqueue import WorkQueue
 from llmloom.resources import Flavor, QueueStatus, ReplicaStatus
 from llmloom.settings import OperatorSettings
 
@@ -206,10 +206,6 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
     )
 
 
-def _timestamp(at: datetime | None) -> str | None:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
-
-
 def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], None]:
     """A status mutation writing a reconcile report."""
 
@@ -229,7 +225,9 @@ def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], 
         if report.replicas is not None:
             status["replicas"] = report.replicas.wire()
             status["selector"] = report.selector
-            status["lastScaleTime"] = _timestamp(report.last_scale_time)
+            status["lastScaleTime"] = (
+                timestamps.format(report.last_scale_time) if report.last_scale_time else None
+            )
 
     return apply
 
@@ -265,9 +263,10 @@ class FlavorController:
 
     def __init__(self, deps: FlavorDeps, concurrency: int = 8) -> None:
         self.deps = deps
-        self._dirty: set[tuple[str, str]] = set()
-        self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
+        self.queue: WorkQueue[tuple[str, str]] = WorkQueue(
+            deps.settings.flavor_resync_seconds, self._all, self._handle, resync_first=True
+        )
         self.reports: dict[tuple[str, str], FlavorReport] = {}
         """The last report of every flavor (for the metrics)."""
         self.errors = 0
@@ -275,31 +274,23 @@ class FlavorController:
 
     def poke(self, namespace: str, name: str) -> None:
         """Reconcile this flavor soon."""
-        self._dirty.add((namespace, name))
-        self._wake.set()
+        self.queue.poke((namespace, name))
 
     async def run(self) -> None:
         """Reconcile until cancelled: poked flavors at once, all of them every resync period."""
-        period = self.deps.settings.flavor_resync_seconds
-        next_full = 0.0
-        while True:
-            timeout = max(0.0, next_full - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            self._wake.clear()
-            keys, self._dirty = self._dirty, set()
-            if time.monotonic() >= next_full:
-                next_full = time.monotonic() + period
-                self.deps.worker_rbac.clear()  # re-applied once per period, in case of edits
-                try:
-                    keys |= await self._all()
-                except Exception:
-                    log.exception("listing flavors failed")
-            await asyncio.gather(*(self._one(ns, name) for ns, name in keys))
+        await self.queue.run()
 
     async def _all(self) -> set[tuple[str, str]]:
-        items = await self.deps.kube.list(FLAVORS, self.deps.settings.namespace)
+        self.deps.worker_rbac.clear()  # re-applied once per period, in case of edits
+        try:
+            items = await self.deps.kube.list(FLAVORS, self.deps.settings.namespace)
+        except Exception:
+            log.exception("listing flavors failed")
+            return set()
         return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+
+    async def _handle(self, key: tuple[str, str]) -> None:
+        await self._one(*key)
 
     async def _one(self, namespace: str, name: str) -> None:
         async with self._limit:

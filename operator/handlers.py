@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
@@ -21,7 +21,7 @@ import kopf
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import GROUP, VERSION, batches, conditions, events, queues
+from llmloom import GROUP, VERSION, batches, conditions, events, queues, timestamps
 from llmloom.events import EventType
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
@@ -81,13 +81,16 @@ async def cleanup(memo: Memo, **_: Any) -> None:
         await memo.jobs.aredis.aclose()
 
 
-def job_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
+# Every handler is async: kopf runs sync ones in threads, and the controllers' state
+# (their dicts, asyncio events) belongs to the event loop.
+async def job_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
     """Keep the job controller's view of jobs current."""
     if memo.jobs is not None:
-        memo.jobs.observe(type, body)
+        gone = memo.jobs.observe(type, body)
+        if gone is not None:
+            await asyncio.to_thread(memo.jobs.forget, gone)
 
 
-# Async, so that they run on the loop the batch controller's tasks and events live on.
 async def batch_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -> None:
     """Keep the batch controller's view of batches current."""
     if memo.batches is not None:
@@ -100,14 +103,14 @@ async def batch_job_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
         memo.batches.observe_job(body)
 
 
-def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
+async def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
     """A flavor's spec changed (or it appeared): reconcile it now."""
     meta, status = body.get("metadata", {}), body.get("status", {})
     if memo.flavors is not None and meta.get("generation") != status.get("observedGeneration"):
         memo.flavors.poke(meta["namespace"], meta["name"])
 
 
-def child_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
+async def child_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
     """A flavor's Deployment or pod changed (readiness, scheduling): look at the flavor again."""
     name = body.get("metadata", {}).get("labels", {}).get(builders.FLAVOR_LABEL)
     if memo.flavors is not None and name:
@@ -136,7 +139,7 @@ def record_admission(adm: Admission, generation: int) -> Callable[[kopf.RawBody]
             conds = conditions.set_condition(
                 conds, conditions.FAILED, "True", adm.reason, adm.message, generation
             )
-            status["completionTime"] = conditions.now()
+            status["completionTime"] = timestamps.now()
         elif adm.action == "suspend":
             conds = conditions.set_condition(
                 conds, conditions.SUSPENDED, "True", adm.reason, adm.message, generation
@@ -160,11 +163,8 @@ def record_admission(adm: Admission, generation: int) -> Callable[[kopf.RawBody]
 
 
 def _age_seconds(meta: kopf.Meta) -> float:
-    created = meta.get("creationTimestamp")
-    if not created:
-        return 0.0
-    ts = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (datetime.now(UTC) - ts).total_seconds()
+    created = timestamps.epoch(meta.get("creationTimestamp"))
+    return 0.0 if created is None else time.time() - created
 
 
 def flavors(

@@ -18,14 +18,13 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 
-from llmloom import conditions, events, jobstatus, queues, ratelimit, results
+from llmloom import conditions, events, jobstatus, queues, ratelimit, results, timestamps
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
 from llmloom.resources import Flavor
 from llmloom.settings import OperatorSettings
@@ -35,18 +34,10 @@ DEAD_RQ_STATES = {"failed", "stopped", "canceled"}
 """RQ states of an attempt that ended without finishing the job (a lost worker)."""
 
 
-def _epoch(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
 def _rq_time(raw: bytes | None) -> float | None:
     """RQ's timestamps ("2026-11-22T18:30:00.123456Z") as epoch seconds."""
-    if not raw:
-        return None
     with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(raw.decode().rstrip("Z")).replace(tzinfo=UTC).timestamp()
+        return timestamps.epoch(raw.decode() if raw else None)
     return None
 
 
@@ -95,12 +86,12 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         generation=gen,
         flavor=spec.get("flavor", ""),
         priority=int(spec.get("priority") or 0),
-        created=_epoch(meta.get("creationTimestamp")) or time.time(),
+        created=timestamps.epoch(meta.get("creationTimestamp")) or time.time(),
         deadline=spec.get("activeDeadlineSeconds"),
         ttl=spec.get("ttlSecondsAfterFinished"),
         accepted=conditions.is_true(conds, conditions.ACCEPTED, gen),
         finished=conditions.finished(conds, gen),
-        completed=_epoch(status.get("completionTime")),
+        completed=timestamps.epoch(status.get("completionTime")),
         attempts=int(status.get("attempts") or 0),
         suspended=bool(spec.get("suspend")),
         state=status.get("state") or conditions.job_state(conds),
@@ -205,14 +196,18 @@ class JobController:
         self.unsettled: list[JobSummary] = []
         """Jobs that ended or went, whose admission charge may still hold an estimate."""
 
-    def observe(self, event: str | None, body: Mapping[str, Any]) -> None:
-        """Take in one watch event of a job."""
+    def observe(self, event: str | None, body: Mapping[str, Any]) -> JobSummary | None:
+        """Take in one watch event of a job.
+
+        Returns:
+            A deleted job, whose queue entries and results are to be ``forget``-ten.
+        """
         uid = body["metadata"]["uid"]
         if event == "DELETED":
             summary = self.jobs.pop(uid, None) or summarize(body)
-            self._forget(summary)
             if summary.requested and not summary.finished:
                 self.unsettled.append(summary)  # cancelled: its estimate goes back
+            return summary
         else:
             summary, before = summarize(body), self.jobs.get(uid)
             self.jobs[uid] = summary
@@ -222,9 +217,11 @@ class JobController:
                 and not (before and before.finished and before.generation == summary.generation)
             ):
                 self.unsettled.append(summary)
+        return None
 
-    def _forget(self, job: JobSummary) -> None:
-        """A deleted job's queue entries and stored results go with it."""
+    def forget(self, job: JobSummary) -> None:
+        """A deleted job's queue entries and stored results go with it (blocking: Redis
+        through RQ's synchronous client)."""
         keys = [results.result_key(job.uid, v) for v in range(1, job.generation + 1)]
         try:
             for v in range(1, job.generation + 1):

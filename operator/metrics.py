@@ -68,14 +68,23 @@ class OperatorCollector(Collector):
 
 
 def serve(
-    port: int, controllers: Callable[[], tuple[FlavorController | None, JobController | None]]
+    host: str,
+    port: int,
+    controllers: Callable[[], tuple[FlavorController | None, JobController | None]],
 ) -> Callable[[], None]:
-    """Serve /metrics on the port (0: not at all); returns the function that stops it."""
+    """Serve /metrics on the address (port 0: not at all); returns the function that stops
+    it. A port in use is an error that names it, not a traceback of the HTTP server's."""
     registry = CollectorRegistry()
     registry.register(OperatorCollector(controllers))
     if not port:
         return lambda: None
-    server, _thread = start_http_server(port, addr="0.0.0.0", registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SystemExit(
+            f"the operator's metrics port {host}:{port} is not free ({exc.strerror}): "
+            "set LLMLOOM_METRICS_PORT to another port, or 0 for none"
+        ) from exc
 
     def stop() -> None:
         server.shutdown()

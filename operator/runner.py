@@ -1,4 +1,4 @@
-"""Configures kopf for LLMLoom and runs the operator (in the foreground or a thread)."""
+"""Configures kopf for LLMLoom and runs the operator until it is stopped."""
 
 from __future__ import annotations
 
@@ -29,70 +29,33 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return ks
 
 
-def _kwargs(settings: OperatorSettings, memo: Memo) -> dict[str, object]:
-    return {
-        "registry": build_registry(settings),
-        "settings": kopf_settings(settings),
-        "memo": memo,
-        "standalone": True,
-        "clusterwide": settings.namespace is None,
-        "namespaces": [settings.namespace] if settings.namespace else [],
-    }
-
-
-def _memo(settings: OperatorSettings) -> Memo:
-    return Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
+async def operate(
+    settings: OperatorSettings,
+    ready_flag: threading.Event | None = None,
+    stop_flag: threading.Event | None = None,
+) -> None:
+    """Run the operator on the current event loop until ``stop_flag`` is set (or, without
+    one, until the process is signalled); ``ready_flag`` is set once it watches."""
+    memo = Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
+    stop_metrics = metrics.serve(
+        settings.metrics_host, settings.metrics_port, lambda: (memo.flavors, memo.jobs)
+    )
+    try:
+        await kopf.operator(
+            registry=build_registry(settings),
+            settings=kopf_settings(settings),
+            memo=memo,
+            standalone=True,
+            clusterwide=settings.namespace is None,
+            namespaces=[settings.namespace] if settings.namespace else [],
+            ready_flag=ready_flag,
+            stop_flag=stop_flag,
+        )
+    finally:
+        stop_metrics()
+        memo.redis.close()
 
 
 def run(settings: OperatorSettings) -> None:
-    """Run the operator until it is interrupted."""
-    memo = _memo(settings)
-    stop_metrics = metrics.serve(settings.metrics_port, lambda: (memo.flavors, memo.jobs))
-    try:
-        kopf.run(**_kwargs(settings, memo))  # type: ignore[arg-type]
-    finally:
-        stop_metrics()
-
-
-class OperatorThread:
-    """The operator in a background thread, for the tests."""
-
-    def __init__(self, settings: OperatorSettings) -> None:
-        self.settings = settings
-        self._fresh()
-
-    def _fresh(self) -> None:
-        self.ready = threading.Event()
-        self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self._main, name="llmloom-operator", daemon=True)
-
-    def _main(self) -> None:
-        memo = _memo(self.settings)
-        stop_metrics = metrics.serve(self.settings.metrics_port, lambda: (memo.flavors, memo.jobs))
-        try:
-            asyncio.run(
-                kopf.operator(
-                    ready_flag=self.ready,
-                    stop_flag=self.stop_flag,
-                    **_kwargs(self.settings, memo),  # type: ignore[arg-type]
-                )
-            )
-        finally:
-            stop_metrics()
-            memo.redis.close()
-
-    def start(self, timeout: float = 30.0) -> OperatorThread:
-        self.thread.start()
-        if not self.ready.wait(timeout):
-            raise RuntimeError("the operator did not become ready")
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.stop_flag.set()
-        self.thread.join(timeout)
-
-    def restart(self) -> None:
-        """Stop and start again, as a crash and a new pod would (state in memory is lost)."""
-        self.stop()
-        self._fresh()
-        self.start()
+    """Run the operator in the foreground until it is interrupted (SIGINT, SIGTERM)."""
+    asyncio.run(operate(settings))

@@ -8,7 +8,7 @@ prompt that overflows the model's context goes to the flavor's
 tried in order. Errors that retrying cannot fix (400, 401, 404) end the job
 at once with the provider's message.
 
-``complete`` is that machinery for one chat call; document jobs
+``complete`` is that machinery for one answer; document jobs
 (``llmloom.worker.documents``) make many such calls for one job.
 """
 
@@ -241,16 +241,6 @@ async def call_with_retries(
                 response["model"] = flavor.spec.model
             return response, (time.monotonic() - started) * 1000
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def answer(deps: Deps, job: LLMJob) -> Answer:
-    """The job's answer from its flavor, its fallback or its failovers."""
-    if job.spec.task == "document":
-        # Imported here: documents builds on this module's complete().
-        from llmloom.worker import documents
-
-        return await documents.answer(deps, job)
-    return await complete(deps, job)
 
 
 async def complete(

@@ -14,11 +14,12 @@ import logging
 import time
 from typing import Any
 
-from llmloom import conditions, events, jobstatus, results, streams
+from llmloom import events, jobstatus, results, streams, timestamps
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
-from llmloom.worker.calls import answer
+from llmloom.worker import documents
+from llmloom.worker.calls import Answer, complete
 from llmloom.worker.deps import Deps, JobFailed
 from llmloom.worker.inflight import Inflight, stop_reason
 
@@ -31,6 +32,14 @@ def deadline_left(job: LLMJob, now: float) -> float | None:
     if job.spec.active_deadline_seconds is None or job.metadata.creation_timestamp is None:
         return None
     return job.metadata.creation_timestamp.timestamp() + job.spec.active_deadline_seconds - now
+
+
+async def answer(deps: Deps, job: LLMJob) -> Answer:
+    """The job's answer, by its task: a document job makes many calls, every other
+    task one (each through retries, fallback and failover)."""
+    if job.spec.task == "document":
+        return await documents.answer(deps, job)
+    return await complete(deps, job)
 
 
 async def _attempt(deps: Deps, job: LLMJob) -> tuple[results.Outcome, Usage | None, str | None]:
@@ -166,7 +175,7 @@ class StartRecord:
 
     def __init__(self, deps: Deps, ref: JobRef, obj: Obj, meta: dict[str, str], attempt: int):
         self.deps, self.ref, self.obj, self.meta, self.attempt = deps, ref, obj, meta, attempt
-        self.at = conditions.now()
+        self.at = timestamps.now()
         """When the attempt started, as the status writes it."""
         self.writing = False
         self.task = asyncio.create_task(self._record())

@@ -8,7 +8,6 @@ is attached to its report.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,19 +19,19 @@ import httpx
 import pytest
 import yaml
 
-from llmloom.devstack.cluster import REPO, Cluster
-from llmloom.devstack.embedserver import EmbedServer
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.ollamaserver import OllamaServer
-from llmloom.devstack.procs import Proc, free_port, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.devstack.stack import create_token, install_crds
-from llmloom.operator.runner import OperatorThread
+from devstack.cluster import REPO, Cluster
+from devstack.embedserver import EmbedServer
+from devstack.faultserver import FaultServer
+from devstack.inprocess import OperatorThread
+from devstack.modelserver import ModelServer
+from devstack.ollamaserver import OllamaServer
+from devstack.procs import Proc, free_port, wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import SYSTEM_NAMESPACE, create_token, install_crds, install_rbac
 from llmloom.settings import OperatorSettings
 
 LOG_SOURCES: list[Callable[[], str]] = []
-PY = [sys.executable, "-P", "-m", "llmloom.cli"]
+PY = [sys.executable, "-m", "llmloom.cli"]
 MAX_BODY_BYTES = 1_000_000
 
 
@@ -101,32 +100,10 @@ class Identities:
     api: Path
 
 
-SYSTEM_NAMESPACE = "llmloom-system"
-CHART = REPO / "charts" / "llmloom"
-
-
 @pytest.fixture(scope="session")
 def identities(cluster: Cluster) -> Identities:
     """The chart's RBAC, rendered by helm and applied: the components run as its accounts."""
-    rendered = subprocess.run(
-        [
-            str(cluster.bin / "helm"),
-            "template",
-            "llmloom",
-            str(CHART),
-            "--namespace",
-            SYSTEM_NAMESPACE,
-            "--kube-version",
-            "1.36.3",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    cluster.kubectl("create", "namespace", SYSTEM_NAMESPACE)
-    cluster.kubectl("apply", "-f", "-", input=rendered)
+    install_rbac(cluster)
     return Identities(
         operator=cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, "llmloom-operator"),
         api=cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, "llmloom-api"),

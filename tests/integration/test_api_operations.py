@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc
 
 from .conftest import MAX_BODY_BYTES, Api, Tenant, flavor_manifest
 

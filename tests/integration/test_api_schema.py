@@ -18,11 +18,11 @@ import schemathesis
 import yaml
 from schemathesis.engine import events
 
-from llmloom.devstack.cluster import Cluster
-from llmloom.devstack.embedserver import EmbedServer
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc
-from llmloom.devstack.stack import create_token
+from devstack.cluster import Cluster
+from devstack.embedserver import EmbedServer
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc
+from devstack.stack import create_token
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from openai.types import Batch
 
-from llmloom.devstack.embedserver import EmbedServer
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
+from devstack.embedserver import EmbedServer
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, wait_for
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 from .test_rate_limits import limit, usage

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmloom.devstack.cluster import REPO, Cluster
-from llmloom.devstack.procs import wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.operator.runner import OperatorThread
+from devstack.cluster import Cluster
+from devstack.inprocess import OperatorThread
+from devstack.procs import wait_for
+from devstack.redisserver import RedisServer
+from devstack.stack import CHART
 from llmloom.settings import OperatorSettings
 
 from .conftest import Tenant
 
-CHART = REPO / "charts" / "llmloom"
 FULL_VALUES = {
     "image": {"tag": "0.1.0"},
     "api": {

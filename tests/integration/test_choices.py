@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 import openai
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc
 
 from .conftest import Api, Tenant
 from .test_jobs import echo_flavor

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from redis import Redis
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.procs import Proc, free_port
-from llmloom.devstack.redisserver import RedisServer
+from devstack.faultserver import FaultServer
+from devstack.modelserver import ModelServer
+from devstack.procs import Proc, free_port
+from devstack.redisserver import RedisServer
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 

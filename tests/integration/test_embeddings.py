@@ -9,10 +9,10 @@ import openai
 import pytest
 from redis import Redis
 
-from llmloom.devstack.embedserver import EmbedServer
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.procs import Proc
-from llmloom.devstack.redisserver import RedisServer
+from devstack.embedserver import EmbedServer
+from devstack.modelserver import ModelServer
+from devstack.procs import Proc
+from devstack.redisserver import RedisServer
 
 from .conftest import EXAMPLES, Api, Tenant
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc
 
 from .conftest import Api, Tenant, flavor_manifest
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from devstack.modelserver import ModelServer
+from devstack.procs import Proc, free_port, wait_for
 
 from .conftest import Tenant, flavor_manifest
 

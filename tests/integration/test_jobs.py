@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 from redis import Redis
 
+from devstack.faultserver import FaultServer
+from devstack.inprocess import OperatorThread
+from devstack.procs import Proc, wait_for
+from devstack.redisserver import RedisServer
 from llmloom import queues
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
-from llmloom.devstack.redisserver import RedisServer
-from llmloom.operator.runner import OperatorThread
 
 from .conftest import RUNNING_AT_ONCE, Api, Tenant, flavor_manifest
 

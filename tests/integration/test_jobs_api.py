@@ -8,9 +8,9 @@ from collections.abc import Callable
 import httpx
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
-from llmloom.devstack.stack import create_token
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, wait_for
+from devstack.stack import create_token
 
 from .conftest import Api, Tenant, flavor_manifest
 

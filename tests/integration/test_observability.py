@@ -8,9 +8,9 @@ import httpx
 import openai
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
-from llmloom.operator.runner import OperatorThread
+from devstack.faultserver import FaultServer
+from devstack.inprocess import OperatorThread
+from devstack.procs import Proc, wait_for
 
 from .conftest import Api, Tenant, flavor_manifest
 

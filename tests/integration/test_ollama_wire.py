@@ -22,10 +22,10 @@ import yaml
 from openai.types.chat import ChatCompletionMessageParam
 from redis import Redis
 
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.ollamaserver import CHAT_MODEL, OllamaServer
-from llmloom.devstack.procs import Proc, wait_for
-from llmloom.devstack.redisserver import RedisServer
+from devstack.modelserver import ModelServer
+from devstack.ollamaserver import CHAT_MODEL, OllamaServer
+from devstack.procs import Proc, wait_for
+from devstack.redisserver import RedisServer
 
 from .conftest import Api, Tenant, flavor_manifest
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from llmloom.devstack.procs import Proc
+from devstack.procs import Proc
 
 from .conftest import EXAMPLES, Api, Tenant
 from .test_embeddings import minilm
@@ -29,7 +29,7 @@ def test_the_sdk_tour_runs_every_endpoint(
         "PATH": "/usr/bin:/bin",
     }
     tour = subprocess.run(
-        [sys.executable, "-P", str(EXAMPLES / "openai_tour.py")],
+        [sys.executable, str(EXAMPLES / "openai_tour.py")],
         env=env,
         capture_output=True,
         text=True,

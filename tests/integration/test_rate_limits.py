@@ -15,8 +15,8 @@ import openai
 import pytest
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, wait_for
 
 from .conftest import Api, Tenant, flavor_manifest
 

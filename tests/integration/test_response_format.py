@@ -10,8 +10,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from llmloom.devstack.ollamaserver import OllamaServer
-from llmloom.devstack.procs import Proc
+from devstack.ollamaserver import OllamaServer
+from devstack.procs import Proc
 
 from .conftest import Api, Tenant
 from .test_ollama_wire import ollama

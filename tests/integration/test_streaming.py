@@ -7,8 +7,8 @@ from collections.abc import Callable
 import openai
 import yaml
 
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc
 
 from .conftest import Api, Tenant, flavor_manifest
 

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from redis import Redis
 
-from llmloom.devstack.modelserver import ModelServer
-from llmloom.devstack.procs import Proc, free_port
-from llmloom.devstack.redisserver import RedisServer
+from devstack.modelserver import ModelServer
+from devstack.procs import Proc, free_port
+from devstack.redisserver import RedisServer
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 
@@ -262,7 +262,6 @@ def test_a_token_made_with_the_cli_and_kubectl_works(api: Api, tenant: Tenant) -
     made = subprocess.run(
         [
             sys.executable,
-            "-P",
             "-m",
             "llmloom.cli",
             "token",

@@ -13,11 +13,11 @@ from redis import Redis
 from rq import Worker
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
+from devstack.cluster import REPO
+from devstack.faultserver import FaultServer
+from devstack.procs import Proc, wait_for
+from devstack.redisserver import RedisServer
 from llmloom import queues
-from llmloom.devstack.cluster import REPO
-from llmloom.devstack.faultserver import FaultServer
-from llmloom.devstack.procs import Proc, wait_for
-from llmloom.devstack.redisserver import RedisServer
 
 from .conftest import RUNNING_AT_ONCE, Api, Tenant
 from .test_documents import document_job, paragraphs

@@ -19,6 +19,7 @@ from llmloom.api.batches import batch_object, prepare_line
 from llmloom.api.errors import APIError
 from llmloom.api.files import parse_form
 from llmloom.batches import InputLine, LineError, Prepared
+from llmloom.kube import is_name
 from llmloom.operator.batches import (
     Child,
     build_job,
@@ -106,7 +107,8 @@ def test_batch_ids_map_to_kubernetes_names_and_back() -> None:
     assert bid.startswith("batch_") and batches.batch_name(bid) == name
     assert batches.batch_id("nightly") == "nightly" == batches.batch_name("nightly")
     # Ids that cannot name an LLMBatch are never sent to the API server (they answer 404).
-    assert batches.is_name(name) and not any(map(batches.is_name, ["..", "Batch-A", "a_b", ""]))
+    assert is_name(name, batches.MAX_NAME_LENGTH)
+    assert not any(is_name(n, batches.MAX_NAME_LENGTH) for n in ["..", "Batch-A", "a_b", ""])
 
 
 # --------------------------------------------------------------------------- preparing

@@ -17,8 +17,8 @@ import uvicorn
 from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
 
+from devstack.ollamaserver import CHAT_MODEL, EMBED_MODEL, OllamaError, app
 from llmloom import httpio
-from llmloom.devstack.ollamaserver import CHAT_MODEL, EMBED_MODEL, OllamaError, app
 from llmloom.resources import FlavorSpec, Message, Parameters
 from llmloom.worker.providers import ProviderError, ollama_chat, ollama_chat_stream, ollama_embed
 from llmloom.worker.readiness import wait_for_model

@@ -10,7 +10,7 @@ import lupa.lua51
 import pytest
 
 from llmloom import ratelimit
-from llmloom.api import jobs
+from llmloom.api import admission, serving
 from llmloom.api.models import usage_view
 from llmloom.ratelimit import Rate, RateState, TenantLimits
 from llmloom.resources import Flavor
@@ -92,7 +92,7 @@ def test_budget_periods_are_utc_calendar_months_and_days() -> None:
     [(0, "0s"), (0.12, "120ms"), (1.5, "1.5s"), (2, "2s"), (360, "6m0s"), (3723.4, "1h2m3.4s")],
 )
 def test_durations_read_like_openais(seconds: float, text: str) -> None:
-    assert ratelimit.format_duration(seconds) == text
+    assert admission.format_duration(seconds) == text
 
 
 def rate(kind: ratelimit.Kind = "requests", limit: int = 30, cost: int = 1) -> Rate:
@@ -109,7 +109,7 @@ def test_remaining_units_follow_the_backlog() -> None:
 
 
 def test_headers_show_the_tightest_limit_of_each_kind() -> None:
-    headers = ratelimit.rate_headers(
+    headers = admission.rate_headers(
         [
             RateState("requests", 100, 99, 0.6),
             RateState("requests", 3, 1, 40),  # the flavor's: fewer left
@@ -124,7 +124,7 @@ def test_headers_show_the_tightest_limit_of_each_kind() -> None:
         "x-ratelimit-remaining-tokens": "990",
         "x-ratelimit-reset-tokens": "600ms",
     }
-    assert ratelimit.rate_headers([]) == {}
+    assert admission.rate_headers([]) == {}
 
 
 def test_rates_of_a_request_are_the_tenants_and_its_flavors() -> None:
@@ -315,7 +315,9 @@ def decision(outcome: ratelimit.Outcome, refused: Rate | None, retry: float = 0)
 
 
 def test_a_rate_refusal_is_openais_429_with_retry_after() -> None:
-    err = jobs.refusal(decision("rate_limited", rate(limit=30), 1.2), TenantLimits(), 0, {}, NOW)
+    err = admission.refusal(
+        decision("rate_limited", rate(limit=30), 1.2), TenantLimits(), 0, {}, NOW
+    )
     assert (err.status, err.type, err.code) == (429, "requests", "rate_limit_exceeded")
     assert err.headers == {"Retry-After": "2", "retry-after-ms": "1200"}
     assert "tenant t on requests per min (RPM): Limit 30" in err.message
@@ -324,7 +326,7 @@ def test_a_rate_refusal_is_openais_429_with_retry_after() -> None:
 
 def test_a_request_too_large_is_not_worth_retrying() -> None:
     big = rate("tokens", limit=100, cost=500)
-    err = jobs.refusal(decision("too_large", big), TenantLimits(), 500, {}, NOW)
+    err = admission.refusal(decision("too_large", big), TenantLimits(), 500, {}, NOW)
     assert (err.type, err.code) == ("tokens", "rate_limit_exceeded")
     assert err.headers == {"x-should-retry": "false"} and "Requested 500" in err.message
 
@@ -333,7 +335,7 @@ def test_a_spent_budget_is_insufficient_quota_until_the_period_ends() -> None:
     spent = ratelimit.Decision(
         "over_budget", [], ratelimit.budget_period("month", NOW), budget_used=1000
     )
-    err = jobs.refusal(spent, TenantLimits(token_budget=1000), 20, {"x": "1"}, NOW)
+    err = admission.refusal(spent, TenantLimits(token_budget=1000), 20, {"x": "1"}, NOW)
     assert (err.status, err.type, err.code) == (429, "insufficient_quota", "insufficient_quota")
     assert err.headers == {"x": "1", "Retry-After": "3600", "x-should-retry": "false"}
     assert "resets at 2027-02-01T00:00:00Z" in err.message
@@ -353,10 +355,10 @@ def flavor(status: dict[str, Any] | None = None, **spec: Any) -> Flavor:
 
 
 def test_a_chat_estimate_is_the_prompt_and_the_completion_it_may_ask_for() -> None:
-    prompt = jobs.chat_estimate(flavor(), ["Hello there"], None)
+    prompt = admission.chat_estimate(flavor(), ["Hello there"], None)
     assert prompt == 3 + 2 + 3  # per message, the text, the reply's priming
-    assert jobs.chat_estimate(flavor(), ["Hello there"], 100) == prompt + 100
-    assert jobs.chat_estimate(flavor(maxOutputTokens=16), ["Hello there"], 100) == prompt + 16
+    assert admission.chat_estimate(flavor(), ["Hello there"], 100) == prompt + 100
+    assert admission.chat_estimate(flavor(maxOutputTokens=16), ["Hello there"], 100) == prompt + 16
 
 
 def ready(status: str, reason: str, generation: int = 2) -> dict[str, Any]:
@@ -382,12 +384,12 @@ def deployed(status: dict[str, Any]) -> Flavor:
 
 
 def test_only_a_deployed_flavor_with_nowhere_to_run_is_unavailable() -> None:
-    reason = jobs.unavailable_reason(deployed(ready("False", "Unschedulable")))
+    reason = serving.unavailable_reason(deployed(ready("False", "Unschedulable")))
     assert reason == "Unschedulable: 0/2 nodes are available"
-    assert jobs.unavailable_reason(deployed(ready("False", "ModelServerStarting"))) is None
-    assert jobs.unavailable_reason(deployed(ready("True", "ScaledToZero"))) is None
-    assert jobs.unavailable_reason(deployed({})) is None
+    assert serving.unavailable_reason(deployed(ready("False", "ModelServerStarting"))) is None
+    assert serving.unavailable_reason(deployed(ready("True", "ScaledToZero"))) is None
+    assert serving.unavailable_reason(deployed({})) is None
     # A verdict on an older spec says nothing about this one.
-    assert jobs.unavailable_reason(deployed(ready("False", "Unschedulable", 1))) is None
+    assert serving.unavailable_reason(deployed(ready("False", "Unschedulable", 1))) is None
     # An external endpoint's failures are reported by the job itself (502 with the reason).
-    assert jobs.unavailable_reason(flavor(status=ready("False", "Unschedulable"))) is None
+    assert serving.unavailable_reason(flavor(status=ready("False", "Unschedulable"))) is None

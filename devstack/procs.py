@@ -44,23 +44,40 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 
 
 class Proc:
-    """One child process whose output goes to a log file."""
+    """One child process whose output goes to a log file; it can be started again."""
 
     def __init__(
         self, name: str, cmd: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
     ):
         self.name = name
         self.cmd = list(cmd)
+        self.env = {**os.environ, **(env or {})}
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             self.cmd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=self.env,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the stack, not each child
         )
+
+    def restart(self) -> None:
+        """Start the same command again (after it exited), logging to the same file."""
+        if self.alive():
+            return
+        if self._log.closed:
+            self._log = self.log_path.open("ab")
+        self.popen = self._spawn()
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once it exited (negative: the signal that ended it)."""
+        return self.popen.poll()
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -109,7 +126,7 @@ class ServerProcess:
     ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-P", "-m", self.module, "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", self.module, "--port", str(self.port), *args]
         self.proc = Proc(self.name, cmd, log_dir)
 
         def healthy() -> bool:

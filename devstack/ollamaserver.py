@@ -22,7 +22,7 @@ downloaded). Known differences: /api/embed on the chat model answers 400 (the
 llama.cpp server runs without embeddings), and /api/generate returns no
 ``context`` tokens.
 
-``python -m llmloom.devstack.ollamaserver --port N --chat-url URL`` serves until
+``python -m devstack.ollamaserver --port N --chat-url URL`` serves until
 killed; ``OllamaServer`` runs that as a child process.
 """
 
@@ -48,7 +48,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from devstack.procs import Proc, free_port, wait_for
 
 VERSION = "0.12.6"
 """The Ollama release whose answers this server reproduces."""
@@ -127,7 +127,7 @@ def _package_file(package: str, *parts: str) -> Path:
 
 
 def _gguf() -> Path:
-    from llmloom.devstack.modelserver import model_path
+    from devstack.modelserver import model_path
 
     return model_path()
 
@@ -323,7 +323,7 @@ class MiniLMEmbed:
     def load(self) -> None:
         with self._lock:
             if self._model is None:
-                from llmloom.devstack.embedserver import MiniLM
+                from devstack.embedserver import MiniLM
 
                 self._model = MiniLM()
 
@@ -896,7 +896,7 @@ class OllamaServer:
     prefix: a Flavor with ``provider: ollama`` names the server's root)."""
 
     name = "ollamaserver"
-    module = "llmloom.devstack.ollamaserver"
+    module = "devstack.ollamaserver"
 
     def __init__(
         self,
@@ -909,7 +909,7 @@ class OllamaServer:
     ) -> None:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-P", "-m", self.module, "--port", str(self.port)]
+        cmd = [sys.executable, "-m", self.module, "--port", str(self.port)]
         cmd += ["--chat-url", chat_url]
         for model in installed if installed is not None else LIBRARY:
             cmd += ["--installed", model]
@@ -934,7 +934,7 @@ class OllamaServer:
 def main() -> None:
     import uvicorn
 
-    from llmloom.devstack.modelserver import MODEL_NAME
+    from devstack.modelserver import MODEL_NAME
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, required=True)

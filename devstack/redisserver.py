@@ -7,13 +7,14 @@ from pathlib import Path
 
 from redis import Redis
 
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from devstack.procs import Proc, free_port, wait_for
 
 
 class RedisServer:
-    """redis-server with no persistence, its state in ``workdir``."""
+    """redis-server on loopback, its files in ``workdir``; ``persist`` keeps its data in
+    an append-only file there, so that a restarted server has it again (the dev stack)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, persist: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -33,7 +34,7 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if persist else "no",
                 "--dir",
                 str(workdir),
                 "--protected-mode",

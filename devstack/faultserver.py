@@ -10,7 +10,7 @@ vLLM's context-overflow error; ``GET /calls/<key>`` counts the calls of a key;
 ``GET /timeline`` lists when each delayed call ran (for benchmarks).
 It stands in for the model server, never for Kubernetes or Redis.
 
-``python -m llmloom.devstack.faultserver --port N`` serves until killed;
+``python -m devstack.faultserver --port N`` serves until killed;
 ``FaultServer`` runs that as a child process.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmloom.devstack.procs import ServerProcess, serve_asgi
+from devstack.procs import ServerProcess, serve_asgi
 
 MODEL = "echo"
 
@@ -165,7 +165,7 @@ class FaultServer(ServerProcess):
     """The fault server as a child process; ``url(path)`` builds endpoints."""
 
     name = "faultserver"
-    module = "llmloom.devstack.faultserver"
+    module = "devstack.faultserver"
 
     def endpoint(self, behaviour: str = "") -> str:
         """The endpoint for a behaviour: "" (echo), "delay/5", "status/503", ..."""

@@ -1,0 +1,256 @@
+"""Turning requests into LLMJob resources, and their outcomes into answers.
+
+A request is admitted first (the tenant's and the flavor's rate limits, the
+tenant's token budget: ``llmloom.ratelimit``), then becomes an LLMJob. The API
+enqueues each job itself (the operator is not on the hot path); the operator
+later records Accepted, and its own enqueue attempt is a no-op thanks to the
+marker in ``llmloom.queues``. When the job finishes, its estimated tokens are
+settled with the ones the provider counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from llmloom import API_VERSION, conditions, queues, ratelimit, results
+from llmloom.api.admission import Admission
+from llmloom.api.errors import APIError
+from llmloom.api.observability import PROVIDER_MS
+from llmloom.api.protocol import TaskInfo
+from llmloom.api.services import Services
+from llmloom.events import ORIGIN_LABEL
+from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj, Resource, is_name
+from llmloom.resources import Flavor, LLMJob, LLMJobSpec
+
+
+async def find(services: Services, res: Resource, namespace: str, name: str) -> Obj | None:
+    """An object of the tenant by name; None when there is none (or cannot be one)."""
+    return await services.kube.find(res, namespace, name) if is_name(name) else None
+
+
+async def delete_job(services: Services, namespace: str, name: str) -> bool:
+    """Delete (and so cancel) a tenant's job; False when it was gone already."""
+    try:
+        await services.kube.delete(LLMJOBS, namespace, name)
+    except KubeError as exc:
+        if exc.code == 404:
+            return False
+        raise
+    return True
+
+
+async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
+    """The tenant's flavor for a requested model: by flavor name, else by model id."""
+    named = await find(services, FLAVORS, namespace, model)
+    if named is not None:
+        return Flavor.model_validate(named)
+    for item in await services.kube.list(FLAVORS, namespace):
+        if item.get("spec", {}).get("model") == model:
+            return Flavor.model_validate(item)
+    raise APIError(
+        404,
+        f"The model '{model}' does not exist or you do not have access to it.",
+        "invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+
+
+# A flavor that runs its own model server and whose pods no node can take cannot
+# answer: the request would wait for a GPU that is not there.
+UNAVAILABLE_REASONS = frozenset({"Unschedulable"})
+UNAVAILABLE_RETRY_SECONDS = 30
+
+
+def unavailable_reason(flavor: Flavor) -> str | None:
+    """Why a flavor cannot serve a request now ("Reason: message"), or None if it can (or
+    may: unknown readiness, a model server starting, scaled to zero)."""
+    if flavor.spec.deploy is None:
+        return None
+    ready = conditions.find([c.wire() for c in flavor.status.conditions], conditions.READY)
+    if ready is None or ready.get("status") != "False":
+        return None
+    if ready.get("reason") not in UNAVAILABLE_REASONS:
+        return None
+    seen = ready.get("observedGeneration")
+    if seen is not None and seen != flavor.metadata.generation:
+        return None  # a verdict on an older spec
+    return f"{ready.get('reason')}: {ready.get('message', '')}".rstrip(": ")
+
+
+async def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None:
+    """503 when neither the flavor nor any of its failover flavors can serve now."""
+    reason = unavailable_reason(flavor)
+    if reason is None:
+        return
+    for name in flavor.spec.failover_flavors:
+        found = await find(services, FLAVORS, namespace, name)
+        if found is not None and unavailable_reason(Flavor.model_validate(found)) is None:
+            return
+    raise APIError(
+        503,
+        f"The model '{flavor.metadata.name}' cannot serve requests now ({reason}). "
+        "Please try again later.",
+        "server_error",
+        code="service_unavailable",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_SECONDS)},
+    )
+
+
+async def settle(
+    services: Services, uid: str, version: int, outcome: results.Outcome | None = None
+) -> None:
+    """Charge a finished job's tokens in place of its estimate, once (whichever waiter or
+    API replica comes first), and count them in the metrics."""
+    charge = await ratelimit.claim(services.redis, uid, version)
+    if charge is None:
+        return
+    outcome = outcome or await results.load(services.redis, uid, version)
+    if outcome is None:  # not finished after all: keep the charge for later
+        await ratelimit.hold(
+            services.redis, uid, version, charge, services.settings.result_ttl_seconds
+        )
+        return
+    prompt, completion = ratelimit.spent(outcome.usage)
+    settled = await ratelimit.apply(services.redis, charge, prompt, completion, outcome.flavor)
+    services.metrics.count_tokens(settled.tenant, settled.flavor, prompt, completion)
+
+
+async def submit(
+    services: Services,
+    namespace: str,
+    flavor: Flavor,
+    spec: LLMJobSpec,
+    prefix: str,
+    name: str | None = None,
+    admission: Admission | None = None,
+) -> LLMJob:
+    """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue;
+    an admitted request's charge waits for the job to finish."""
+    metadata: dict[str, Any] = {"labels": {ORIGIN_LABEL: "api"}}
+    metadata.update({"name": name} if name else {"generateName": prefix})
+    body = {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": metadata, "spec": spec.wire()}
+    try:
+        job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
+    except Exception as exc:
+        if admission is not None:  # no job, no tokens: give the estimate back
+            await ratelimit.apply(services.redis, admission.charge, 0, 0)
+        if isinstance(exc, KubeError) and exc.code == 409:
+            raise APIError(
+                409, exc.message, "invalid_request_error", code="already_exists"
+            ) from exc
+        if isinstance(exc, KubeError) and exc.code in (400, 422):
+            raise APIError(
+                400, exc.message, "invalid_request_error", code="invalid_request"
+            ) from exc
+        raise
+    uid, version = job.metadata.uid, job.metadata.generation
+    if admission is not None:
+        ttl = services.settings.result_ttl_seconds
+        await ratelimit.hold(services.redis, uid, version, admission.charge, ttl)
+        # The operator enqueues too: a fast worker may have finished before the hold, and
+        # its announcement found nothing to settle.
+        if await services.redis.exists(results.result_key(uid, version)):
+            await settle(services, uid, version)
+    ref = queues.JobRef(
+        namespace=namespace,
+        name=job.metadata.name,
+        uid=job.metadata.uid,
+        generation=job.metadata.generation,
+    )
+    await asyncio.to_thread(
+        queues.enqueue,
+        services.sync_redis,
+        spec.flavor,
+        ref,
+        spec.priority,
+        queues.job_timeout(flavor, spec.task),
+    )
+    return job
+
+
+TASK_HEADER = "X-LLMLoom-Task"
+WAIT_HEADER = "X-LLMLoom-Wait"
+
+
+async def respond(
+    services: Services,
+    job: LLMJob,
+    wait_seconds: float,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """Wait for the job's answer: the OpenAI response (through ``shape``), its error, or
+    past the wait, 202 with the task to poll; every answer carries ``headers``."""
+    extra = headers or {}
+    headers = {**extra, TASK_HEADER: job.metadata.name}
+    outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
+    if outcome is None:
+        location = f"/v1/tasks/{job.metadata.name}"
+        body = {
+            "id": job.metadata.name,
+            "object": "llmloom.task",
+            "status": "queued",
+            "location": location,
+        }
+        return JSONResponse(body, 202, headers={**headers, "Location": location})
+    await settle(services, job.metadata.uid, job.metadata.generation, outcome)
+    if outcome.provider_ms is not None:
+        headers[PROVIDER_MS] = str(outcome.provider_ms)
+    try:
+        response = raise_for_outcome(outcome)
+    except APIError as exc:
+        exc.headers = {**extra, **(exc.headers or {})}
+        raise
+    return JSONResponse(shape(response) if shape else response, headers=headers)
+
+
+def wait_limit(services: Services, header: str | None, query: float | None) -> float:
+    """How long to wait for a result: query parameter, header, or the default, capped."""
+    raw: Any = query if query is not None else header
+    if raw is None:
+        return services.settings.wait_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        raise APIError(400, "wait must be a number of seconds", param="wait") from None
+    if math.isnan(value):
+        raise APIError(400, "wait must be a number of seconds", param="wait")
+    if value < 0:
+        raise APIError(400, "wait must not be negative", param="wait")
+    return min(value, services.settings.max_wait_seconds)
+
+
+def raise_for_outcome(outcome: results.Outcome) -> dict[str, Any]:
+    """The response of a succeeded job, or the APIError of a failed one."""
+    if outcome.ok and outcome.response is not None:
+        return outcome.response
+    err = outcome.error or results.ErrorInfo(reason="Unknown", message="the job failed")
+    raise APIError(err.status_code, err.message, err.type, code=err.reason)
+
+
+def task_info(obj: Obj, outcome: results.Outcome | None) -> TaskInfo:
+    """The task view of an LLMJob and its outcome."""
+    job = LLMJob.model_validate(obj)
+    conds = [c.wire() for c in job.status.conditions]
+    info = TaskInfo(
+        id=job.metadata.name,
+        status=(job.status.state or conditions.job_state(conds)).lower(),
+        created_at=obj["metadata"].get("creationTimestamp"),
+    )
+    if outcome is not None:
+        if outcome.ok:
+            info.status, info.response = "succeeded", outcome.response
+        elif outcome.error is not None:
+            info.status = "failed"
+            info.error = {
+                "message": outcome.error.message,
+                "code": outcome.error.reason,
+                "type": outcome.error.type,
+            }
+    return info
