@@ -1,7 +1,13 @@
 """The front door: the OpenAI API over LLMJob resources.
 
-``protocol`` holds the request and response models, ``errors`` the OpenAI
-error envelope, ``auth`` maps bearer tokens to tenants, ``waiter`` waits for
-results announced in Redis, ``services`` owns the process's clients, ``chat``
-and ``tasks`` are the routes, and ``main`` only assembles the app.
+- ``main`` only assembles the app; ``services`` owns the process's clients and
+  ``deps`` hands them to routes; ``auth`` maps bearer tokens to tenants;
+- ``protocol`` holds the request and response models, ``errors`` OpenAI's error
+  envelope, ``observability`` request ids, logs and metrics;
+- ``serving`` turns a request into an LLMJob and its outcome into an answer (or
+  a 202 with a task), with ``admission`` (rate limits, budgets, 429s) first and
+  ``waiter`` (results announced in Redis) after;
+- the routes: ``chat``, ``embeddings``, ``models`` (and usage), ``tasks``,
+  ``jobs`` (/v1/jobs), ``files``, ``batches`` (with ``batchfile``, the input
+  file's checks) and ``health``.
 """

@@ -20,13 +20,14 @@ from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmloom import API_VERSION, batches, files, ratelimit, timestamps
-from llmloom.api import admission, serving
+from llmloom.api import admission, batchfile, serving
+from llmloom.api.batchfile import InputLine
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.embeddings import EmbeddingRequest
 from llmloom.api.errors import APIError
 from llmloom.api.protocol import ChatCompletionRequest
 from llmloom.api.services import Services
-from llmloom.batches import InputLine, LineError, Prepared, PreparedHeader
+from llmloom.batches import LineError, Prepared, PreparedHeader
 from llmloom.kube import LLMBATCHES, KubeError, Obj, is_name
 from llmloom.resources import Flavor, LLMBatch, LLMJobSpec, Parameters, RequestCounts
 
@@ -290,7 +291,7 @@ async def create_batch(
             code="invalid_file_purpose",
         )
     period = await within_budget(services, tenant)
-    parsed = await asyncio.to_thread(batches.parse_input, data, request.endpoint)
+    parsed = await asyncio.to_thread(batchfile.parse_input, data, request.endpoint)
     prepared = await prepare(services, tenant, request.endpoint, parsed.requests)
     header = PreparedHeader(
         total=len(prepared),

@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 from llmloom import streams
 from llmloom.api import admission, serving
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import APIError, invalid_as_400, responses
+from llmloom.api.errors import APIError, envelope, invalid_as_400, responses
 from llmloom.api.protocol import SSE_EVENT, ChatCompletion, ChatCompletionRequest, TaskQueued
 from llmloom.api.services import Services
 from llmloom.resources import LLMJob, LLMJobSpec
@@ -99,27 +99,11 @@ async def relay(services: Services, job: LLMJob, include_usage: bool) -> AsyncIt
                 item = {k: v for k, v in item.items() if k != "usage"}
             yield _sse(item)
         elif kind == "end" and item:
-            yield _sse(
-                {
-                    "error": {
-                        "message": item.get("message", "the job failed"),
-                        "type": item.get("type", "upstream_error"),
-                        "param": None,
-                        "code": item.get("reason"),
-                    }
-                }
-            )
+            message = item.get("message", "the job failed")
+            code = item.get("reason")
+            yield _sse(envelope(message, item.get("type", "upstream_error"), code=code))
         elif kind == "idle":
-            yield _sse(
-                {
-                    "error": {
-                        "message": f"no answer within {idle:g}s",
-                        "type": "timeout",
-                        "param": None,
-                        "code": "timeout",
-                    }
-                }
-            )
+            yield _sse(envelope(f"no answer within {idle:g}s", "timeout", code="timeout"))
     yield _sse("[DONE]")
 
 

@@ -42,6 +42,7 @@ class APIError(Exception):
 def envelope(
     message: str, type: str, param: str | None = None, code: str | None = None
 ) -> dict[str, object]:
+    """An error as OpenAI writes it: in a body, or in a server-sent event of a stream."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 

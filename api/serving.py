@@ -157,20 +157,7 @@ async def submit(
         # its announcement found nothing to settle.
         if await services.redis.exists(results.result_key(uid, version)):
             await settle(services, uid, version)
-    ref = queues.JobRef(
-        namespace=namespace,
-        name=job.metadata.name,
-        uid=job.metadata.uid,
-        generation=job.metadata.generation,
-    )
-    await asyncio.to_thread(
-        queues.enqueue,
-        services.sync_redis,
-        spec.flavor,
-        ref,
-        spec.priority,
-        queues.job_timeout(flavor, spec.task),
-    )
+    await asyncio.to_thread(queues.enqueue_job, services.sync_redis, job, flavor)
     return job
 
 

@@ -12,3 +12,8 @@ __version__ = "0.1.0"
 GROUP = "llmloom.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+OPERATOR = "llmloom-operator"
+"""The operator's name: the source of its Events, its field manager in server-side apply."""
+WORKER = "llmloom-worker"
+"""The worker's name: the source of its Events."""

@@ -1,13 +1,12 @@
 """The Batch API's file formats and the state a batch keeps in Redis.
 
 A batch's life is shared by two components. The API reads the input file
-(``parse_input``: OpenAI's JSONL, checked the way OpenAI checks it), turns each
-line into a ``Prepared`` request — the LLMJob spec that the same request to
-/v1/chat/completions or /v1/embeddings would have become, or the error it
-would have got — stores them (``store_prepared``) and creates the LLMBatch.
-The operator runs the prepared specs as LLMJobs, records each request as it
-ends (``record``) and finally writes the output and error files, whose lines
-are built here (``response_line``, ``error_line``, ``unexecuted_line``).
+(``llmloom.api.batchfile``), turns each line into a ``Prepared`` request — the
+LLMJob spec that the same request to /v1/chat/completions or /v1/embeddings
+would have become, or the error it would have got — stores them
+(``store_prepared``) and creates the LLMBatch. The operator runs the prepared
+specs as LLMJobs, records each request as it ends (``record``) and finally
+writes the output and error files (``llmloom.operator.batchoutput``).
 
 Names: an OpenAI batch id ``batch_<hex>`` is the LLMBatch ``batch-<hex>``
 (Kubernetes names allow no underscore); a batch's jobs are ``<batch>-<line>``.
@@ -24,9 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from llmloom import embeddings
 from llmloom.resources import BatchError, RequestCounts, Usage
-from llmloom.results import Outcome
 
 BATCH_LABEL = "llmloom.io/batch"
 """Label of a batch's LLMJobs: the batch's name."""
@@ -34,10 +31,6 @@ LINE_ANNOTATION = "llmloom.io/batch-line"
 """Annotation of a batch's LLMJob: the line of the input file it runs."""
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
-MAX_REQUESTS = 50_000
-"""Requests one input file may hold, as OpenAI allows."""
-MAX_ERRORS = 100
-"""Validation errors reported for one input file (the status holds them)."""
 JOB_PRIORITY = -1
 """Batch jobs wait behind every interactive request of their flavor (the low band)."""
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
@@ -69,99 +62,6 @@ MAX_NAME_LENGTH = 56
 def job_name(batch: str, line: int) -> str:
     """The name of the LLMJob that runs one line of a batch."""
     return f"{batch}-{line}"
-
-
-# --------------------------------------------------------------------------- input
-
-
-@dataclass(frozen=True)
-class InputLine:
-    """One request of an input file that passed the file's checks."""
-
-    line: int
-    """Line of the file, from 1."""
-    custom_id: str
-    body: dict[str, Any]
-
-
-@dataclass
-class ParsedInput:
-    """An input file's requests, or why the file is refused."""
-
-    requests: list[InputLine] = field(default_factory=list)
-    errors: list[BatchError] = field(default_factory=list)
-
-
-def parse_input(data: bytes, endpoint: str, max_requests: int = MAX_REQUESTS) -> ParsedInput:
-    """Check an input file as OpenAI does before a batch starts: JSON lines, each an object
-    with a unique ``custom_id``, ``method`` POST, ``url`` the batch's endpoint and a
-    ``body`` object. Any error refuses the whole file (OpenAI's status failed)."""
-    out = ParsedInput()
-
-    def error(code: str, message: str, line: int | None = None, param: str | None = None) -> None:
-        if len(out.errors) < MAX_ERRORS:
-            out.errors.append(BatchError(code=code, message=message, line=line, param=param))
-
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        error("invalid_file_format", f"The input file is not UTF-8 text (byte {exc.start}).")
-        return out
-    seen: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue  # blank lines (a trailing newline) carry no request
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            error("invalid_json_line", f"Line {number} is not valid JSON: {exc.msg}.", number)
-            continue
-        if not isinstance(obj, dict):
-            error("invalid_json_line", f"Line {number} is not a JSON object.", number)
-            continue
-        custom_id, method, url, body = (obj.get(k) for k in ("custom_id", "method", "url", "body"))
-        if not isinstance(custom_id, str) or not custom_id:
-            error(
-                "missing_required_parameter",
-                f"Line {number} has no custom_id (a non-empty string).",
-                number,
-                "custom_id",
-            )
-            continue
-        if custom_id in seen:
-            error(
-                "duplicate_custom_id",
-                f"The custom_id '{custom_id}' on line {number} is already used on line "
-                f"{seen[custom_id]}; each request of a batch needs its own.",
-                number,
-                "custom_id",
-            )
-            continue
-        seen[custom_id] = number
-        if method != "POST":
-            error("invalid_method", f"Line {number}: method must be POST.", number, "method")
-        elif url != endpoint:
-            error(
-                "invalid_url",
-                f"Line {number}: url {json.dumps(url)} does not match the batch's endpoint "
-                f"{endpoint}.",
-                number,
-                "url",
-            )
-        elif not isinstance(body, dict):
-            error("invalid_body", f"Line {number}: body must be a JSON object.", number, "body")
-        else:
-            out.requests.append(InputLine(line=number, custom_id=custom_id, body=body))
-    if not out.errors and not out.requests:
-        error("empty_file", "The input file holds no requests.")
-    if len(seen) > max_requests:
-        error(
-            "too_many_tasks",
-            f"The input file holds {len(seen)} requests; a batch takes at most {max_requests}.",
-        )
-    if out.errors:
-        out.requests = []
-    return out
 
 
 class LineError(BaseModel):
@@ -381,84 +281,6 @@ async def ended_lines(redis: Redis, uid: str) -> dict[int, tuple[bool, str]]:
         item = json.loads(v)
         out[int(k)] = (bool(item["ok"]), str(item["line"]))
     return out
-
-
-# --------------------------------------------------------------------------- output
-
-
-def request_line_id(seed: str) -> str:
-    """An output line's ``id`` (``batch_req_`` and 32 hex digits), stable for one request."""
-    return "batch_req_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
-
-
-def _line(seed: str, custom_id: str, response: Any, error: Any) -> str:
-    item = {"id": request_line_id(seed), "custom_id": custom_id, "response": response}
-    return json.dumps({**item, "error": error}, separators=(",", ":"))
-
-
-def response_line(
-    request: Prepared, job: str, uid: str, outcome: Outcome | None, fallback: LineError
-) -> Line:
-    """The line of a request that ran as the LLMJob ``job``: its response with status 200
-    (output file), or the status and error envelope the API would have answered (error
-    file). ``fallback`` is the error of a job that ended without a stored outcome."""
-    if outcome is not None and outcome.ok and outcome.response is not None:
-        body = embeddings.encoded(outcome.response, request.encoding_format)
-        usage = outcome.usage or {}
-        return Line(
-            ok=True,
-            text=_line(
-                uid, request.custom_id, {"status_code": 200, "request_id": job, "body": body}, None
-            ),
-            prompt_tokens=int(usage.get("promptTokens") or 0),
-            completion_tokens=int(usage.get("completionTokens") or 0),
-        )
-    err = fallback
-    if outcome is not None and outcome.error is not None:
-        e = outcome.error
-        err = LineError(status_code=e.status_code, message=e.message, type=e.type, code=e.reason)
-    response = {"status_code": err.status_code, "request_id": job, "body": err.body()}
-    return Line(ok=False, text=_line(uid, request.custom_id, response, None))
-
-
-def error_line(batch_uid: str, request: Prepared) -> Line:
-    """The error-file line of a request refused before it ran (unknown model, invalid body):
-    the status and envelope the API would have answered it with."""
-    err = request.error or LineError(status_code=400, message="invalid request")
-    response = {"status_code": err.status_code, "request_id": None, "body": err.body()}
-    return Line(
-        ok=False, text=_line(f"{batch_uid}:{request.line}", request.custom_id, response, None)
-    )
-
-
-UNEXECUTED = {
-    "cancelled": ("batch_cancelled", "This request was not run because the batch was cancelled."),
-    "expired": (
-        "batch_expired",
-        "This request could not be executed before the completion window expired.",
-    ),
-}
-
-
-def unexecuted_line(
-    batch_uid: str, request: Prepared, why: Literal["cancelled", "expired"]
-) -> Line:
-    """The error-file line of a request the batch ended before it finished."""
-    code, message = UNEXECUTED[why]
-    return Line(
-        ok=False,
-        text=_line(
-            f"{batch_uid}:{request.line}",
-            request.custom_id,
-            None,
-            {"code": code, "message": message},
-        ),
-    )
-
-
-def jsonl(lines: list[str]) -> bytes:
-    """A JSONL file of these lines."""
-    return "".join(f"{line}\n" for line in lines).encode()
 
 
 def output_file_id(uid: str, kind: Literal["output", "error"]) -> str:

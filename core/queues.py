@@ -21,7 +21,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from llmloom.resources import Flavor
+from llmloom.resources import Flavor, LLMJob
 
 JOB_FUNCTION = "llmloom.worker.tasks.run_job"
 """Import path of the function RQ calls for every job."""
@@ -35,6 +35,14 @@ class JobRef(BaseModel):
     name: str
     uid: str
     generation: int
+
+    @classmethod
+    def of(cls, job: LLMJob) -> JobRef:
+        """The reference to a job's current spec version."""
+        meta = job.metadata
+        return cls(
+            namespace=meta.namespace, name=meta.name, uid=meta.uid, generation=meta.generation
+        )
 
     @property
     def rq_id(self) -> str:
@@ -135,3 +143,14 @@ def enqueue(
         redis.delete(marker_key(ref))
         raise
     return True
+
+
+def enqueue_job(redis: Redis, job: LLMJob, flavor: Flavor) -> bool:
+    """Put a job's current version on its flavor's queue (its priority band, its attempt
+    limit) unless someone already did.
+
+    Returns:
+        True when this call enqueued it.
+    """
+    timeout = job_timeout(flavor, job.spec.task)
+    return enqueue(redis, job.spec.flavor, JobRef.of(job), job.spec.priority, timeout)

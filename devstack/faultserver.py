@@ -4,9 +4,14 @@ The behaviour is chosen by the endpoint's path, so a Flavor's ``endpoint``
 alone sets it: ``/v1`` answers at once by echoing the last user message,
 ``/delay/<seconds>/v1`` answers after that delay, ``/status/<code>/v1``
 fails with that HTTP status and an OpenAI error body, ``/flaky/<key>/<n>/v1``
-fails the first n calls with 503, ``/limited/<key>/<s>/v1`` answers the first
-call 429 with ``Retry-After: s``, ``/context/<n>/v1`` answers every call with
-vLLM's context-overflow error; ``GET /calls/<key>`` counts the calls of a key;
+fails the first n calls with 503 (``/flaky/<key>/0/v1`` just counts them),
+``/limited/<key>/<s>/v1`` answers the first call 429 with ``Retry-After: s``
+(and any call before those s seconds passed), ``/status/<code>/<key>/v1`` as
+``/status/<code>/v1`` but counted, ``/context/<n>/v1`` answers every call with
+vLLM's context-overflow error, ``/together/<key>/<n>/v1`` holds each call
+until n calls of the key are in flight at once (or a lone one has waited
+``LONE_SECONDS``), so a test sees whether a client really sends n at a time;
+``GET /calls/<key>`` counts the calls of a key and the most in flight at once;
 ``GET /timeline`` lists when each delayed call ran (for benchmarks).
 It stands in for the model server, never for Kubernetes or Redis.
 
@@ -17,6 +22,7 @@ It stands in for the model server, never for Kubernetes or Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -30,6 +36,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from devstack.procs import ServerProcess, serve_asgi
 
 MODEL = "echo"
+LONE_SECONDS = 3.0
+"""How long a /together call waits for company before it answers alone."""
+LIMITED_SLACK_SECONDS = 0.25
+"""How much sooner than its Retry-After a /limited call is still let through."""
 
 
 def completion(body: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +84,10 @@ def app() -> FastAPI:
     """The server's routes."""
     api = FastAPI()
     calls: dict[str, int] = {}
+    inflight: dict[str, int] = {}
+    peak: dict[str, int] = {}
+    met: dict[str, asyncio.Event] = {}
+    limited_until: dict[str, float] = {}
     # When each delayed call ran, so benchmarks can see how busy a client kept the server.
     timeline: deque[tuple[str, float, float]] = deque(maxlen=100_000)
 
@@ -98,8 +112,9 @@ def app() -> FastAPI:
 
     @api.get("/calls/{key}")
     async def count(key: str) -> dict[str, int]:
-        """How many chat calls a flaky or limited endpoint received."""
-        return {"calls": calls.get(key, 0)}
+        """How many chat calls a flaky, limited or together endpoint received, and the most
+        that were in flight at once."""
+        return {"calls": calls.get(key, 0), "peak": peak.get(key, 0)}
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> StreamingResponse | dict[str, Any]:
@@ -130,6 +145,12 @@ def app() -> FastAPI:
     async def failing_chat(code: int) -> JSONResponse:
         return error(code, f"injected failure {code}")
 
+    @api.post("/status/{code}/{key}/v1/chat/completions")
+    async def counted_failing_chat(code: int, key: str) -> JSONResponse:
+        """As /status/<code>, counting the calls of ``key``."""
+        calls[key] = calls.get(key, 0) + 1
+        return error(code, f"injected failure {code}")
+
     @api.post("/flaky/{key}/{failures}/v1/chat/completions", response_model=None)
     async def flaky_chat(
         key: str, failures: int, request: Request
@@ -144,11 +165,35 @@ def app() -> FastAPI:
     async def limited_chat(
         key: str, seconds: int, request: Request
     ) -> JSONResponse | dict[str, Any]:
-        """429 with Retry-After: ``seconds`` on the first call of ``key``, then answers."""
+        """429 with Retry-After: ``seconds`` on the first call of ``key``, and again to any
+        call before that time has passed; then answers."""
         calls[key] = calls.get(key, 0) + 1
-        if calls[key] == 1:
-            return error(429, "Rate limit reached", {"Retry-After": str(seconds)})
+        now = time.monotonic()
+        reopens = limited_until.setdefault(key, now + seconds)
+        # A little slack: the clocks of two processes, and the way to the server.
+        if calls[key] == 1 or now < reopens - LIMITED_SLACK_SECONDS:
+            wait = max(1, round(reopens - now))
+            return error(429, "Rate limit reached", {"Retry-After": str(wait)})
         return completion(await request.json())
+
+    @api.post("/together/{key}/{n}/v1/chat/completions")
+    async def together_chat(key: str, n: int, request: Request) -> dict[str, Any]:
+        """Answers once ``n`` calls of ``key`` are in flight together (or after
+        ``LONE_SECONDS`` alone), recording the most in flight at once."""
+        body = await request.json()
+        calls[key] = calls.get(key, 0) + 1
+        inflight[key] = inflight.get(key, 0) + 1
+        peak[key] = max(peak.get(key, 0), inflight[key])
+        try:
+            if inflight[key] >= n:
+                met.pop(key, asyncio.Event()).set()  # release the ones waiting with it
+            else:
+                event = met.setdefault(key, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), LONE_SECONDS)
+            return completion(body)
+        finally:
+            inflight[key] -= 1
 
     @api.post("/context/{limit}/v1/chat/completions")
     async def small_context(limit: int) -> JSONResponse:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -137,8 +138,9 @@ def check_ports(ports: dict[str, int]) -> None:
     """Refuse to start, naming the port, when one the stack needs is in use."""
     taken = [f"{port} ({what})" for what, port in ports.items() if port_taken(port)]
     if taken:
+        which = f"port {taken[0]} is" if len(taken) == 1 else f"ports {', '.join(taken)} are"
         raise SystemExit(
-            f"port {', '.join(taken)} is in use on 127.0.0.1: another `make dev` or another "
+            f"{which} in use on 127.0.0.1: another `make dev` or another "
             "program holds it. Stop it, or choose other ports: "
             'make dev ARGS="--port 9000 --model-port 9081 --embed-port 9082"'
         )
@@ -220,9 +222,10 @@ class Workers:
         if worker.model_server:
             endpoint = dict(worker.env).get("LLMLOOM_ENDPOINT", "its pod")
             step(
-                f"  its flavor runs its own model server ({worker.model_server}) on GPU nodes, "
-                f"which cannot run here: the worker waits for {endpoint}. Give the flavor "
-                "spec.endpoint (a server this machine reaches) to serve it in make dev."
+                f"its flavor runs its own model server ({worker.model_server}) on GPU nodes, "
+                f"which cannot run here: the worker waits for {endpoint}. To serve the model "
+                "in make dev, give a flavor spec.endpoint (a server this machine reaches) "
+                "instead of spec.deploy."
             )
 
     def stop(self) -> None:
@@ -265,6 +268,8 @@ def _run(state: Path, api_port: int, model_port: int, embed_port: int) -> None:
         install_crds(cluster)
         install_rbac(cluster)
         step("redis-server (append-only file in the state folder)")
+        # A new stack, a new cluster: yesterday's queues and results name nothing now.
+        shutil.rmtree(state / "redis", ignore_errors=True)
         redis = RedisServer(state / "redis", persist=True)
         started.append(redis)
         supervisor.watch(redis.proc)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from devstack.procs import Proc
+from pathlib import Path
+from typing import Protocol, TypeVar
 
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
@@ -25,9 +25,26 @@ def backoff(restarts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * (1 << min(restarts, 16)))
 
 
+class Restartable(Protocol):
+    """A process the supervisor can watch (``procs.Proc``)."""
+
+    name: str
+    log_path: Path
+
+    def alive(self) -> bool: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def restart(self) -> None: ...
+
+
+P = TypeVar("P", bound=Restartable)
+
+
 @dataclass
 class _Watched:
-    proc: Proc
+    proc: Restartable
     started: float
     restarts: int = 0
     """Restarts in the current crash loop (0 once the process has run a while)."""
@@ -48,12 +65,12 @@ class Supervisor:
         self.say, self.clock = say, clock
         self._watched: dict[str, _Watched] = {}
 
-    def watch(self, proc: Proc) -> Proc:
+    def watch(self, proc: P) -> P:
         """Keep ``proc`` running from now on."""
         self._watched[proc.name] = _Watched(proc, self.clock())
         return proc
 
-    def forget(self, proc: Proc) -> None:
+    def forget(self, proc: Restartable) -> None:
         """Stop watching ``proc`` (before stopping it on purpose)."""
         self._watched.pop(proc.name, None)
 

@@ -34,15 +34,15 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import API_VERSION, batches, conditions, events, files, results, timestamps
+from llmloom import API_VERSION, OPERATOR, batches, conditions, events, files, results, timestamps
 from llmloom.batches import LineError, Prepared
 from llmloom.kube import LLMBATCHES, LLMJOBS, Kube, KubeError, Obj
+from llmloom.operator import batchoutput
 from llmloom.operator.workqueue import WorkQueue
 from llmloom.resources import LLMBatch, RequestCounts, Usage
 from llmloom.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-COMPONENT = "llmloom-operator"
 REQUEST_ANNOTATION = "llmloom.io/batch-request"
 """Annotation of a batch's job: the position of its request among the batch's requests."""
 CREATE_CHUNK = 50
@@ -353,7 +353,7 @@ class BatchController:
             "uid": batch.metadata.uid,
         }
         kind: events.EventType = "Warning" if warning else "Normal"
-        await events.post(self.kube, "LLMBatch", meta, reason, message, kind, COMPONENT)
+        await events.post(self.kube, "LLMBatch", meta, reason, message, kind, OPERATOR)
 
     async def reconcile(self, batch: LLMBatch) -> None:
         """One pass over one batch."""
@@ -438,7 +438,7 @@ class BatchController:
             found = await batches.load_prepared(self.redis, ns, batch.metadata.name, child.index, 1)
             if found:
                 outcome = await results.load(self.redis, child.uid, child.generation)
-                line = batches.response_line(
+                line = batchoutput.response_line(
                     found[0], child.name, child.uid, outcome, fallback_error(child)
                 )
                 asked = str((found[0].spec or {}).get("flavor", ""))
@@ -472,7 +472,7 @@ class BatchController:
                     continue  # ended in an earlier pass cut short before it moved on
                 if request.spec is None:
                     await batches.record(
-                        self.redis, uid, index, batches.error_line(uid, request), self.ttl
+                        self.redis, uid, index, batchoutput.error_line(uid, request), self.ttl
                     )
                 else:
                     creates.append((index, request))
@@ -496,7 +496,7 @@ class BatchController:
                         }
                     )
                     await batches.record(
-                        self.redis, uid, index, batches.error_line(uid, refused), self.ttl
+                        self.redis, uid, index, batchoutput.error_line(uid, refused), self.ttl
                     )
                     continue
                 raise reply  # the API server is unwell: the next pass starts from here
@@ -516,7 +516,7 @@ class BatchController:
             requests = await batches.load_prepared(self.redis, ns, name, 0, total)
             for index, request in enumerate(requests):
                 if index not in ended:
-                    line = batches.unexecuted_line(uid, request, ending)
+                    line = batchoutput.unexecuted_line(uid, request, ending)
                     ended[index] = (False, line.text)
         ok = [text for _, (good, text) in sorted(ended.items()) if good]
         bad = [text for _, (good, text) in sorted(ended.items()) if not good]
@@ -526,7 +526,7 @@ class BatchController:
             output = await files.create(
                 self.redis,
                 ns,
-                batches.jsonl(ok),
+                batchoutput.jsonl(ok),
                 f"{bid}_output.jsonl",
                 "batch_output",
                 self.ttl,
@@ -536,7 +536,7 @@ class BatchController:
             error = await files.create(
                 self.redis,
                 ns,
-                batches.jsonl(bad),
+                batchoutput.jsonl(bad),
                 f"{bid}_error.jsonl",
                 "batch_output",
                 self.ttl,

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmloom import API_VERSION, queues
+from llmloom import API_VERSION, OPERATOR, queues
 from llmloom.resources import Deploy, Flavor
 from llmloom.settings import OperatorSettings
 
 Obj = dict[str, Any]
 FLAVOR_LABEL = "llmloom.io/flavor"
-MANAGER = "llmloom-operator"
+MANAGER = OPERATOR
 READY_FILE = "/tmp/llmloom-ready"
 
 

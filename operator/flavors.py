@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from llmloom import conditions, events, queues, secrets, timestamps
+from llmloom import OPERATOR, conditions, events, queues, secrets, timestamps
 from llmloom.events import EventType
 from llmloom.kube import (
     DEPLOYMENTS,
@@ -316,7 +316,7 @@ class FlavorController:
                         reason,
                         message,
                         kind,
-                        "llmloom-operator",
+                        OPERATOR,
                     )
             except KubeError as exc:
                 if exc.code != 404:

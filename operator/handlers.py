@@ -21,7 +21,7 @@ import kopf
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import GROUP, VERSION, batches, conditions, events, queues, timestamps
+from llmloom import GROUP, OPERATOR, VERSION, batches, conditions, events, queues, timestamps
 from llmloom.events import EventType
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
@@ -33,7 +33,6 @@ from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
 Body = dict[str, Any]
-COMPONENT = "llmloom-operator"
 
 
 @dataclass
@@ -195,18 +194,9 @@ async def admit_job(
         [c.wire() for c in job.status.conditions], conditions.ACCEPTED, gen
     )
     if adm.action == "enqueue":
-        ref = queues.JobRef(
-            namespace=job.metadata.namespace,
-            name=job.metadata.name,
-            uid=job.metadata.uid,
-            generation=job.metadata.generation,
-        )
         assert flavor is not None
-        timeout = queues.job_timeout(flavor, job.spec.task)
-        if await asyncio.to_thread(
-            queues.enqueue, memo.redis, job.spec.flavor, ref, job.spec.priority, timeout
-        ):
-            logger.info(f"enqueued generation {ref.generation} on {adm.message}")
+        if await asyncio.to_thread(queues.enqueue_job, memo.redis, job, flavor):
+            logger.info(f"enqueued generation {gen} on {adm.message}")
     patch.fns.append(record_admission(adm, gen))
     if adm.action == "wait":
         raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
@@ -216,7 +206,7 @@ async def admit_job(
     if memo.kube is not None and not routine:
         kind: EventType = "Warning" if adm.action == "reject" else "Normal"
         reason = "Accepted" if adm.action == "enqueue" else adm.reason
-        await events.post(memo.kube, "LLMJob", dict(meta), reason, adm.message, kind, COMPONENT)
+        await events.post(memo.kube, "LLMJob", dict(meta), reason, adm.message, kind, OPERATOR)
 
 
 def login(settings: OperatorSettings) -> Callable[..., kopf.ConnectionInfo]:

@@ -24,7 +24,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 
-from llmloom import conditions, events, jobstatus, queues, ratelimit, results, timestamps
+from llmloom import OPERATOR, conditions, events, jobstatus, queues, ratelimit, results, timestamps
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
 from llmloom.resources import Flavor
 from llmloom.settings import OperatorSettings
@@ -311,7 +311,7 @@ class JobController:
                 reasons[action.kind],
                 action.message,
                 "Warning",
-                "llmloom-operator",
+                OPERATOR,
             )
         if action.kind == "expire":
             log.info("deleting %s/%s: %s", job.namespace, job.name, action.message)

@@ -26,7 +26,7 @@ from llmloom import secrets, streams, tokens
 from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor, LLMJob, Message, Retry, Usage
 from llmloom.worker.deps import Deps, JobFailed
-from llmloom.worker.providers import CHAT, CHAT_STREAM, EMBED, ProviderError
+from llmloom.worker.providers import ProviderError, Target, wire
 
 log = logging.getLogger(__name__)
 
@@ -158,28 +158,20 @@ async def _call(
     emit: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> dict[str, Any]:
     """One provider call: the job's own (chat, streamed chat, embeddings) or ``messages``."""
-    provider, params = flavor.spec.provider, job.spec.parameters
+    speak, params = wire(flavor.spec.provider), job.spec.parameters
+    to = Target(deps.http, endpoint, flavor.spec, api_key)
     if messages is not None:
-        return await CHAT[provider](deps.http, endpoint, flavor.spec, api_key, messages, params)
+        return await speak.chat(to, messages, params)
     if job.spec.task == "embeddings":
-        texts = job.spec.texts or []
-        answers = [
-            await EMBED[provider](deps.http, endpoint, flavor.spec, api_key, part, params)
-            for part in embedding_batches(texts)
-        ]
-        return merged_embeddings(answers)
+        parts = embedding_batches(job.spec.texts or [])
+        return merged_embeddings([await speak.embed(to, part, params) for part in parts])
     chat = job.spec.messages or []
     if params is not None and (params.choices or 1) > 1:
-        calls = [
-            CHAT[provider](deps.http, endpoint, flavor.spec, api_key, chat, params)
-            for _ in range(params.choices or 1)
-        ]
+        calls = [speak.chat(to, chat, params) for _ in range(params.choices or 1)]
         return merged_choices(list(await asyncio.gather(*calls)))
     if job.spec.stream:
-        return await CHAT_STREAM[provider](
-            deps.http, endpoint, flavor.spec, api_key, chat, params, emit
-        )
-    return await CHAT[provider](deps.http, endpoint, flavor.spec, api_key, chat, params)
+        return await speak.chat_stream(to, chat, params, emit)
+    return await speak.chat(to, chat, params)
 
 
 async def call_with_retries(

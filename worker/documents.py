@@ -664,9 +664,19 @@ class Throttle:
     """
 
     def __init__(
-        self, write: Callable[[Progress], Awaitable[bool]], every: float = PROGRESS_SECONDS
+        self,
+        write: Callable[[Progress], Awaitable[bool]],
+        every: float = PROGRESS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float, asyncio.Event], Awaitable[None]] | None = None,
     ) -> None:
-        self.write, self.every = write, every
+        """
+        Args:
+            clock: the time, in seconds (tests pass a clock of their own).
+            pause: waits the seconds given, or until the event is set (closing).
+        """
+        self.write, self.every, self.clock = write, every, clock
+        self.pause = pause or _pause
         self.latest: Progress | None = None
         self.written: Progress | None = None
         self.last_write = float("-inf")
@@ -681,17 +691,16 @@ class Throttle:
 
     async def _drain(self) -> None:
         while not self.stopped and self.latest != self.written:
-            wait = self.last_write + self.every - time.monotonic()
+            wait = self.last_write + self.every - self.clock()
             if wait > 0 and not self.closing.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.closing.wait(), wait)
+                await self.pause(wait, self.closing)
             await self._write_latest()
 
     async def _write_latest(self) -> None:
         current = self.latest
         if current is None or current == self.written:
             return
-        self.last_write = time.monotonic()
+        self.last_write = self.clock()
         self.written = current
         try:
             if not await self.write(current):
@@ -714,6 +723,11 @@ class Throttle:
             await self.task
         await self._write_latest()
         self.stopped = True
+
+
+async def _pause(seconds: float, closing: asyncio.Event) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closing.wait(), seconds)
 
 
 async def write_progress(deps: Deps, job: LLMJob, progress: Progress) -> bool:

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from llmloom import events, jobstatus, results, streams, timestamps
+from llmloom import WORKER, events, jobstatus, results, streams, timestamps
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
@@ -24,7 +24,6 @@ from llmloom.worker.deps import Deps, JobFailed
 from llmloom.worker.inflight import Inflight, stop_reason
 
 log = logging.getLogger(__name__)
-COMPONENT = "llmloom-worker"
 
 
 def deadline_left(job: LLMJob, now: float) -> float | None:
@@ -150,7 +149,7 @@ async def _process(
             meta,
             "Completed",
             f"result version {ref.generation} stored, {tokens_used} tokens",
-            component=COMPONENT,
+            component=WORKER,
         )
     elif stored.error is not None:
         await events.post(
@@ -160,7 +159,7 @@ async def _process(
             stored.error.reason,
             stored.error.message,
             "Warning",
-            COMPONENT,
+            WORKER,
         )
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
@@ -210,7 +209,7 @@ class StartRecord:
             self.meta,
             "Started",
             f"attempt {self.attempt} on flavor {self.obj['spec']['flavor']}",
-            component=COMPONENT,
+            component=WORKER,
         )
         return running
 

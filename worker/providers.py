@@ -1,5 +1,11 @@
 """Clients for the model servers' wire protocols, with their errors classified.
 
+One class per wire: ``OpenAIWire`` (OpenAI, vLLM, llama.cpp and every
+OpenAI-compatible server) and ``OllamaWire`` (Ollama's native API), each with
+the same three calls (``chat``, ``chat_stream``, ``embed``) on a ``Target``,
+the server of one flavor. ``wire(provider)`` picks the class of a flavor's
+provider.
+
 Each error becomes a ``ProviderError`` carrying a CamelCase reason (as it will
 appear in the job's Failed condition), the provider's own message, and whether
 trying again could help.
@@ -13,13 +19,14 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from llmloom import httpio
 from llmloom.httpio import Reply
-from llmloom.resources import FlavorSpec, Message, Parameters
+from llmloom.resources import FlavorSpec, Message, Parameters, Provider
 
 
 class ProviderError(Exception):
@@ -156,29 +163,6 @@ def _malformed(resp: Reply, what: str) -> ProviderError:
     return ProviderError("MalformedResponse", f"not {what}: {resp.text[:500]}", retryable=True)
 
 
-async def openai_chat(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    messages: list[Message],
-    params: Parameters | None,
-) -> dict[str, Any]:
-    """One chat completion over the OpenAI wire (OpenAI, vLLM, llama.cpp, ...).
-
-    Returns:
-        The provider's response body, an OpenAI ChatCompletion.
-    """
-    body = chat_body(spec, messages, params)
-    resp = await _post(http, endpoint, "/chat/completions", body, api_key, spec.timeout_seconds)
-    try:
-        data: dict[str, Any] = resp.json()
-        data["choices"][0]["message"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _malformed(resp, "a chat completion") from exc
-    return data
-
-
 def ollama_body(
     spec: FlavorSpec, messages: list[Message], params: Parameters | None
 ) -> dict[str, Any]:
@@ -229,34 +213,17 @@ def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
     )
 
 
-async def ollama_chat(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    messages: list[Message],
-    params: Parameters | None,
-) -> dict[str, Any]:
-    """One chat completion over Ollama's native API, answered as an OpenAI ChatCompletion."""
-    body = ollama_body(spec, messages, params)
-    resp = await _post(http, endpoint, "/api/chat", body, api_key, spec.timeout_seconds)
-    try:
-        return from_ollama(resp.json(), spec.model)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _malformed(resp, "an Ollama chat answer") from exc
-
-
-CHAT = {"openai": openai_chat, "vllm": openai_chat, "ollama": ollama_chat}
-"""The chat call of each provider."""
-
-
 def _check_embeddings(resp: Reply, count: int) -> dict[str, Any]:
+    """The answer, if it holds one vector of floats per text (checked, not asserted:
+    ``python -O`` drops asserts)."""
     try:
         data: dict[str, Any] = resp.json()
         vectors = data["data"]
-        assert len(vectors) == count and all(isinstance(v["embedding"], list) for v in vectors)
-    except (ValueError, KeyError, TypeError, AssertionError) as exc:
+        whole = len(vectors) == count and all(isinstance(v["embedding"], list) for v in vectors)
+    except (ValueError, KeyError, TypeError) as exc:
         raise _malformed(resp, f"{count} embeddings") from exc
+    if not whole:
+        raise _malformed(resp, f"{count} embeddings")
     return data
 
 
@@ -266,52 +233,6 @@ def embed_body(spec: FlavorSpec, texts: list[str], params: Parameters | None) ->
     if params is not None and params.dimensions is not None:
         body["dimensions"] = params.dimensions
     return body
-
-
-async def openai_embed(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    texts: list[str],
-    params: Parameters | None,
-) -> dict[str, Any]:
-    """Embeddings over the OpenAI wire: one vector per text, in order."""
-    body = {**embed_body(spec, texts, params), "encoding_format": "float"}
-    resp = await _post(http, endpoint, "/embeddings", body, api_key, spec.timeout_seconds)
-    return _check_embeddings(resp, len(texts))
-
-
-async def ollama_embed(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    texts: list[str],
-    params: Parameters | None,
-) -> dict[str, Any]:
-    """Embeddings over Ollama's native /api/embed, answered in the OpenAI shape."""
-    body = embed_body(spec, texts, params)
-    resp = await _post(http, endpoint, "/api/embed", body, api_key, spec.timeout_seconds)
-    try:
-        data = resp.json()
-        vectors = data["embeddings"]
-        tokens = int(data.get("prompt_eval_count") or 0)
-        mapped = {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
-            ],
-            "model": data.get("model") or spec.model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _malformed(resp, "an Ollama embed answer") from exc
-    return _check_embeddings(Reply.of_json(200, mapped), len(texts))
-
-
-EMBED = {"openai": openai_embed, "vllm": openai_embed, "ollama": ollama_embed}
-"""The embeddings call of each provider."""
 
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -364,99 +285,179 @@ async def _stream_lines(
                 yield line
 
 
-async def openai_chat_stream(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    messages: list[Message],
-    params: Parameters | None,
-    emit: Emit,
-) -> dict[str, Any]:
-    """A chat completion streamed over the OpenAI wire (server-sent events); each chunk is
-    emitted as it comes, and the whole answer returned."""
-    body = {
-        **chat_body(spec, messages, params),
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    first: dict[str, Any] | None = None
-    content: list[str] = []
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    async for line in _stream_lines(
-        http, endpoint, "/chat/completions", body, api_key, spec.timeout_seconds
-    ):
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
-        if data == "[DONE]":
-            break
-        try:
-            chunk = json.loads(data)
-        except ValueError as exc:
-            raise ProviderError(
-                "MalformedResponse", f"not a chunk: {data[:300]}", retryable=True
-            ) from exc
-        first = first or chunk
-        for choice in chunk.get("choices") or []:
-            content.append((choice.get("delta") or {}).get("content") or "")
-            finish = choice.get("finish_reason") or finish
-        usage = chunk.get("usage") or usage
-        await emit(chunk)
-    return _assembled(first, spec.model, content, finish, usage)
+@dataclass(frozen=True)
+class Target:
+    """The model server of one flavor, as a call reaches it."""
 
+    http: aiohttp.ClientSession
+    endpoint: str
+    """Base URL, up to the API prefix (``http://vllm:8000/v1``, ``http://ollama:11434``)."""
+    spec: FlavorSpec
+    api_key: str | None = None
 
-async def ollama_chat_stream(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    spec: FlavorSpec,
-    api_key: str | None,
-    messages: list[Message],
-    params: Parameters | None,
-    emit: Emit,
-) -> dict[str, Any]:
-    """A chat completion streamed over Ollama's native API (NDJSON), emitted as OpenAI chunks."""
-    body = {**ollama_body(spec, messages, params), "stream": True}
-    ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    content: list[str] = []
-    finish: str | None = None
-    usage: dict[str, Any] | None = None
-    async for line in _stream_lines(
-        http, endpoint, "/api/chat", body, api_key, spec.timeout_seconds
-    ):
-        try:
-            part = json.loads(line)
-            text = (part.get("message") or {}).get("content") or ""
-        except (ValueError, AttributeError) as exc:
-            raise ProviderError(
-                "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
-            ) from exc
-        if "error" in part:  # Ollama reports a failure after the 200 as a line of its own
-            raise ProviderError("ProviderUnavailable", str(part["error"]), retryable=True)
-        if part.get("done"):
-            finish, usage = _ollama_finish(part), _ollama_usage(part)
-        content.append(text)
-        chunk = {
-            "id": ident,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": spec.model,
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-        }
-        await emit(chunk)
-        if usage:
-            await emit({**chunk, "choices": [], "usage": usage})
-    if finish is None:  # every Ollama stream ends with a done line
-        raise ProviderError(
-            "MalformedResponse", "the Ollama stream ended without its done line", retryable=True
+    async def post(self, path: str, body: dict[str, Any]) -> Reply:
+        return await _post(
+            self.http, self.endpoint, path, body, self.api_key, self.spec.timeout_seconds
         )
-    return _assembled({"id": ident, "created": created}, spec.model, content, finish, usage)
+
+    def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        return _stream_lines(
+            self.http, self.endpoint, path, body, self.api_key, self.spec.timeout_seconds
+        )
 
 
-CHAT_STREAM = {
-    "openai": openai_chat_stream,
-    "vllm": openai_chat_stream,
-    "ollama": ollama_chat_stream,
-}
-"""The streaming chat call of each provider."""
+class Wire:
+    """How to speak to one kind of model server: a chat answer, a streamed one, vectors."""
+
+    async def chat(
+        self, to: Target, messages: list[Message], params: Parameters | None
+    ) -> dict[str, Any]:
+        """One chat completion, answered as an OpenAI ChatCompletion."""
+        raise NotImplementedError
+
+    async def chat_stream(
+        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
+    ) -> dict[str, Any]:
+        """A chat completion whose OpenAI chunks are emitted as they come; returns the
+        whole answer."""
+        raise NotImplementedError
+
+    async def embed(
+        self, to: Target, texts: list[str], params: Parameters | None
+    ) -> dict[str, Any]:
+        """One vector per text, in order, in the OpenAI shape."""
+        raise NotImplementedError
+
+
+class OpenAIWire(Wire):
+    """The OpenAI wire: OpenAI, vLLM, llama.cpp and other compatible servers."""
+
+    async def chat(
+        self, to: Target, messages: list[Message], params: Parameters | None
+    ) -> dict[str, Any]:
+        resp = await to.post("/chat/completions", chat_body(to.spec, messages, params))
+        try:
+            data: dict[str, Any] = resp.json()
+            data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise _malformed(resp, "a chat completion") from exc
+        return data
+
+    async def chat_stream(
+        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
+    ) -> dict[str, Any]:
+        body = {
+            **chat_body(to.spec, messages, params),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        first: dict[str, Any] | None = None
+        content: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        async for line in to.stream("/chat/completions", body):
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except ValueError as exc:
+                raise ProviderError(
+                    "MalformedResponse", f"not a chunk: {data[:300]}", retryable=True
+                ) from exc
+            first = first or chunk
+            for choice in chunk.get("choices") or []:
+                content.append((choice.get("delta") or {}).get("content") or "")
+                finish = choice.get("finish_reason") or finish
+            usage = chunk.get("usage") or usage
+            await emit(chunk)
+        return _assembled(first, to.spec.model, content, finish, usage)
+
+    async def embed(
+        self, to: Target, texts: list[str], params: Parameters | None
+    ) -> dict[str, Any]:
+        body = {**embed_body(to.spec, texts, params), "encoding_format": "float"}
+        return _check_embeddings(await to.post("/embeddings", body), len(texts))
+
+
+class OllamaWire(Wire):
+    """Ollama's native API (``/api/chat``, ``/api/embed``), answered in OpenAI's shapes."""
+
+    async def chat(
+        self, to: Target, messages: list[Message], params: Parameters | None
+    ) -> dict[str, Any]:
+        resp = await to.post("/api/chat", ollama_body(to.spec, messages, params))
+        try:
+            return from_ollama(resp.json(), to.spec.model)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _malformed(resp, "an Ollama chat answer") from exc
+
+    async def chat_stream(
+        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
+    ) -> dict[str, Any]:
+        body = {**ollama_body(to.spec, messages, params), "stream": True}
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        content: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        async for line in to.stream("/api/chat", body):
+            try:
+                part = json.loads(line)
+                text = (part.get("message") or {}).get("content") or ""
+            except (ValueError, AttributeError) as exc:
+                raise ProviderError(
+                    "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
+                ) from exc
+            if "error" in part:  # Ollama reports a failure after the 200 as a line of its own
+                raise ProviderError("ProviderUnavailable", str(part["error"]), retryable=True)
+            if part.get("done"):
+                finish, usage = _ollama_finish(part), _ollama_usage(part)
+            content.append(text)
+            chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": to.spec.model,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+            }
+            await emit(chunk)
+            if usage:
+                await emit({**chunk, "choices": [], "usage": usage})
+        if finish is None:  # every Ollama stream ends with a done line
+            raise ProviderError(
+                "MalformedResponse",
+                "the Ollama stream ended without its done line",
+                retryable=True,
+            )
+        return _assembled({"id": ident, "created": created}, to.spec.model, content, finish, usage)
+
+    async def embed(
+        self, to: Target, texts: list[str], params: Parameters | None
+    ) -> dict[str, Any]:
+        resp = await to.post("/api/embed", embed_body(to.spec, texts, params))
+        try:
+            data = resp.json()
+            vectors = data["embeddings"]
+            tokens = int(data.get("prompt_eval_count") or 0)
+            mapped = {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": v}
+                    for i, v in enumerate(vectors)
+                ],
+                "model": data.get("model") or to.spec.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _malformed(resp, "an Ollama embed answer") from exc
+        return _check_embeddings(Reply.of_json(200, mapped), len(texts))
+
+
+_WIRES: dict[str, Wire] = {"openai": OpenAIWire(), "vllm": OpenAIWire(), "ollama": OllamaWire()}
+
+
+def wire(provider: Provider) -> Wire:
+    """The wire a flavor's provider speaks (vLLM speaks OpenAI's)."""
+    return _WIRES[provider]

@@ -106,13 +106,13 @@ def test_the_sdk_waits_as_retry_after_says_and_gets_its_answer(
 
     statuses: list[int] = []
     http = httpx2.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
-    started = time.monotonic()
     reply = client(api, tenant, retries=2, http_client=http).chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "patience"}],
     )
+    # Admitted at the first retry: the SDK waited as Retry-After said (a retry sooner would
+    # have met a second 429).
     assert statuses == [429, 200]
-    assert time.monotonic() - started >= 2.5
     assert reply.choices[0].message.content == "echo: patience"
 
 

@@ -15,11 +15,14 @@ import httpx
 import pytest
 
 from llmloom import batches, files
+from llmloom.api import batchfile
 from llmloom.api.batches import batch_object, prepare_line
+from llmloom.api.batchfile import InputLine
 from llmloom.api.errors import APIError
 from llmloom.api.files import parse_form
-from llmloom.batches import InputLine, LineError, Prepared
+from llmloom.batches import LineError, Prepared
 from llmloom.kube import is_name
+from llmloom.operator import batchoutput
 from llmloom.operator.batches import (
     Child,
     build_job,
@@ -51,14 +54,14 @@ def jsonl(*lines: str) -> bytes:
 
 
 def test_a_good_file_gives_its_requests_in_order() -> None:
-    parsed = batches.parse_input(jsonl(line("a"), "", line("b", "yo")), CHAT)
+    parsed = batchfile.parse_input(jsonl(line("a"), "", line("b", "yo")), CHAT)
     assert parsed.errors == []
     assert [(r.line, r.custom_id) for r in parsed.requests] == [(1, "a"), (3, "b")]
     assert parsed.requests[1].body["messages"][0]["content"] == "yo"
 
 
 def test_a_line_that_is_not_json_refuses_the_file_and_names_the_line() -> None:
-    parsed = batches.parse_input(jsonl(line("a"), "{not json", line("c")), CHAT)
+    parsed = batchfile.parse_input(jsonl(line("a"), "{not json", line("c")), CHAT)
     assert parsed.requests == []
     [err] = parsed.errors
     assert (err.code, err.line) == ("invalid_json_line", 2)
@@ -89,14 +92,14 @@ def test_a_line_that_is_not_json_refuses_the_file_and_names_the_line() -> None:
     ],
 )
 def test_each_malformed_line_is_reported(bad: str, code: str, param: str | None) -> None:
-    parsed = batches.parse_input(jsonl(line("a"), bad), CHAT)
+    parsed = batchfile.parse_input(jsonl(line("a"), bad), CHAT)
     assert [(e.code, e.line, e.param) for e in parsed.errors] == [(code, 2, param)]
 
 
 def test_empty_binary_and_oversized_files_are_refused() -> None:
-    assert batches.parse_input(b"\n\n", CHAT).errors[0].code == "empty_file"
-    assert batches.parse_input(b"\xff\xfe\x00", CHAT).errors[0].code == "invalid_file_format"
-    many = batches.parse_input(jsonl(line("a"), line("b"), line("c")), CHAT, max_requests=2)
+    assert batchfile.parse_input(b"\n\n", CHAT).errors[0].code == "empty_file"
+    assert batchfile.parse_input(b"\xff\xfe\x00", CHAT).errors[0].code == "invalid_file_format"
+    many = batchfile.parse_input(jsonl(line("a"), line("b"), line("c")), CHAT, max_requests=2)
     assert many.errors[0].code == "too_many_tasks" and "at most 2" in many.errors[0].message
 
 
@@ -177,7 +180,7 @@ REQUEST = Prepared(line=1, custom_id="req-1", spec={"flavor": "echo"})
 def test_a_succeeded_job_writes_openais_output_line() -> None:
     answer = {"id": "chatcmpl-1", "choices": [{"message": {"content": "hello"}}]}
     outcome = Outcome(ok=True, response=answer, usage={"promptTokens": 3, "completionTokens": 2})
-    out = batches.response_line(
+    out = batchoutput.response_line(
         REQUEST, "batch-x-0", "uid-1", outcome, LineError(status_code=500, message="x")
     )
     item = json.loads(out.text)
@@ -189,7 +192,7 @@ def test_a_succeeded_job_writes_openais_output_line() -> None:
 
 def test_a_failed_job_writes_the_status_and_envelope_the_api_would_answer() -> None:
     err = ErrorInfo(reason="ProviderUnauthorized", message="bad key", status_code=502)
-    out = batches.response_line(
+    out = batchoutput.response_line(
         REQUEST, "j", "u", Outcome(ok=False, error=err), LineError(status_code=500, message="x")
     )
     item = json.loads(out.text)
@@ -202,7 +205,9 @@ def test_a_failed_job_writes_the_status_and_envelope_the_api_would_answer() -> N
     }
     # A job refused by the operator has no stored outcome: its condition says why.
     child = Child("j", "u", 1, 0, True, "FlavorNotFound", "flavor echo not found")
-    gone = json.loads(batches.response_line(REQUEST, "j", "u", None, fallback_error(child)).text)
+    gone = json.loads(
+        batchoutput.response_line(REQUEST, "j", "u", None, fallback_error(child)).text
+    )
     assert gone["response"]["status_code"] == 404
     assert gone["response"]["body"]["error"]["code"] == "FlavorNotFound"
 
@@ -210,7 +215,7 @@ def test_a_failed_job_writes_the_status_and_envelope_the_api_would_answer() -> N
 def test_base64_embeddings_are_packed_as_openai_does() -> None:
     request = REQUEST.model_copy(update={"encoding_format": "base64"})
     answer = {"object": "list", "data": [{"index": 0, "embedding": [0.5, -1.0]}]}
-    out = batches.response_line(
+    out = batchoutput.response_line(
         request,
         "j",
         "u",
@@ -228,14 +233,14 @@ def test_refused_and_unexecuted_requests_go_to_the_error_file() -> None:
             "error": LineError(status_code=404, message="no model", code="model_not_found"),
         }
     )
-    item = json.loads(batches.error_line("buid", refused).text)
+    item = json.loads(batchoutput.error_line("buid", refused).text)
     assert item["response"]["status_code"] == 404 and item["custom_id"] == "req-1"
-    cancelled = json.loads(batches.unexecuted_line("buid", REQUEST, "cancelled").text)
+    cancelled = json.loads(batchoutput.unexecuted_line("buid", REQUEST, "cancelled").text)
     assert cancelled["response"] is None and cancelled["error"]["code"] == "batch_cancelled"
-    expired = json.loads(batches.unexecuted_line("buid", REQUEST, "expired").text)
+    expired = json.loads(batchoutput.unexecuted_line("buid", REQUEST, "expired").text)
     assert expired["error"]["code"] == "batch_expired"
     # Ids are stable per request (a file written again after a crash is the same file).
-    assert item["id"] == json.loads(batches.error_line("buid", refused).text)["id"]
+    assert item["id"] == json.loads(batchoutput.error_line("buid", refused).text)["id"]
     assert batches.output_file_id("u", "output") != batches.output_file_id("u", "error")
 
 
@@ -409,7 +414,7 @@ def test_file_pages_follow_the_after_cursor() -> None:
 
 def test_the_example_batch_file_is_accepted() -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "batch" / "requests.jsonl"
-    parsed = batches.parse_input(path.read_bytes(), CHAT)
+    parsed = batchfile.parse_input(path.read_bytes(), CHAT)
     assert parsed.errors == [] and len(parsed.requests) == 3
     resolved: dict[str, Flavor | APIError] = {"smollm2": flavor("smollm2", "smollm2")}
     assert all(prepare_line(r, CHAT, resolved).spec for r in parsed.requests)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -303,27 +304,49 @@ def test_the_response_is_a_chat_completion_with_summed_usage() -> None:
 # --------------------------------------------------------------------------- progress
 
 
+class FakeTime:
+    """A clock that moves only when the test moves it; a pause lasts until it has."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def pause(self, seconds: float, closing: asyncio.Event) -> None:
+        until = self.now + seconds
+        while self.now < until and not closing.is_set():  # noqa: ASYNC110 (a clock of our own)
+            await asyncio.sleep(0)
+
+
 def test_progress_is_written_at_most_once_per_interval_and_ends_with_the_latest() -> None:
-    written: list[Progress] = []
+    clock = FakeTime()
+    written: list[tuple[float, Progress]] = []
 
     async def write(p: Progress) -> bool:
-        written.append(p)
+        written.append((clock(), p))
         return True
 
     async def go() -> None:
-        throttle = docs.Throttle(write, every=0.2)
-        for i in range(50):
+        throttle = docs.Throttle(write, every=1.0, clock=clock, pause=clock.pause)
+        for i in range(50):  # 5 s of updates, one every 0.1 s
             throttle.update(Progress(done=i, total=50, phase="map"))
-            await asyncio.sleep(0.01)  # 0.5 s of updates
+            clock.now += 0.1
+            await asyncio.sleep(0)
         throttle.update(Progress(done=50, total=50, phase="map"))
         await throttle.aclose()
 
     asyncio.run(go())
-    assert 2 <= len(written) <= 5
-    assert written[0].done == 0 and written[-1] == Progress(done=50, total=50, phase="map")
+    times = [t for t, _ in written]
+    assert written[0][1].done == 0  # the first at once
+    assert all(b - a >= 1.0 - 1e-9 for a, b in itertools.pairwise(times[:-1]))  # a second apart
+    assert written[-1][1] == Progress(done=50, total=50, phase="map")  # the latest, last
+    assert len(written) <= 5 / 1.0 + 2  # one a second over 5 s, and the last
+    assert [p.done for _, p in written] == sorted(p.done for _, p in written)
 
 
 def test_progress_stops_when_the_job_is_gone() -> None:
+    clock = FakeTime()
     written: list[Progress] = []
 
     async def write(p: Progress) -> bool:
@@ -331,14 +354,15 @@ def test_progress_stops_when_the_job_is_gone() -> None:
         return False  # edited or deleted
 
     async def go() -> None:
-        throttle = docs.Throttle(write, every=0.01)
+        throttle = docs.Throttle(write, every=1.0, clock=clock, pause=clock.pause)
         throttle.update(Progress(done=1, total=3))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)
+        clock.now += 5
         throttle.update(Progress(done=2, total=3))
         await throttle.aclose()
 
     asyncio.run(go())
-    assert len(written) == 1
+    assert written == [Progress(done=1, total=3)]
 
 
 # --------------------------------------------------------------------------- admission

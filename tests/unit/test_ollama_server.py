@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from devstack.ollamaserver import CHAT_MODEL, EMBED_MODEL, OllamaError, app
 from llmloom import httpio
 from llmloom.resources import FlavorSpec, Message, Parameters
-from llmloom.worker.providers import ProviderError, ollama_chat, ollama_chat_stream, ollama_embed
+from llmloom.worker.providers import OllamaWire, ProviderError, Target
 from llmloom.worker.readiness import wait_for_model
 
 GO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
@@ -298,12 +298,13 @@ def test_the_worker_reads_ollamas_answers_and_counts() -> None:
         async with against(app(FakeChat(), FakeEmbed())) as (http, base):
             msgs = [Message(role="user", content="hi")]
             params = Parameters(max_tokens=4)
-            plain = await ollama_chat(http, base, flavor(), None, msgs, params)
-            streamed = await ollama_chat_stream(http, base, flavor(), None, msgs, params, emit)
+            to = Target(http, base, flavor())
+            plain = await OllamaWire().chat(to, msgs, params)
+            streamed = await OllamaWire().chat_stream(to, msgs, params, emit)
             spec = FlavorSpec.model_validate(
                 {"provider": "ollama", "model": EMBED_MODEL, "endpoint": base}
             )
-            vectors = await ollama_embed(http, base, spec, None, ["a", "b"], None)
+            vectors = await OllamaWire().embed(Target(http, base, spec), ["a", "b"], None)
         return plain, streamed, emitted, vectors
 
     plain, streamed, emitted, vectors = asyncio.run(run())
@@ -333,14 +334,8 @@ def test_a_failure_in_the_middle_of_an_ollama_stream_fails_the_call() -> None:
 
         async with against(app(FakeChat(fail_after=1), FakeEmbed())) as (http, base):
             with pytest.raises(ProviderError) as err:
-                await ollama_chat_stream(
-                    http,
-                    base,
-                    flavor(),
-                    None,
-                    [Message(role="user", content="hi")],
-                    None,
-                    emit,
+                await OllamaWire().chat_stream(
+                    Target(http, base, flavor()), [Message(role="user", content="hi")], None, emit
                 )
         assert err.value.reason == "ProviderUnavailable" and err.value.message == "out of memory"
         return emitted
@@ -377,7 +372,7 @@ def test_an_ollama_stream_cut_before_its_done_line_is_not_an_answer() -> None:
 
         async with against(cut) as (http, base):
             msgs = [Message(role="user", content="hi")]
-            await ollama_chat_stream(http, base, flavor(), None, msgs, None, emit)
+            await OllamaWire().chat_stream(Target(http, base, flavor()), msgs, None, emit)
 
     with pytest.raises(ProviderError) as err:
         asyncio.run(run())
