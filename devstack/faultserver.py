@@ -10,7 +10,8 @@ fails the first n calls with 503 (``/flaky/<key>/0/v1`` just counts them),
 ``/status/<code>/v1`` but counted, ``/context/<n>/v1`` answers every call with
 vLLM's context-overflow error, ``/together/<key>/<n>/v1`` holds each call
 until n calls of the key are in flight at once (or a lone one has waited
-``LONE_SECONDS``), so a test sees whether a client really sends n at a time;
+``LONE_SECONDS``), so a test sees whether a client really sends n at a time
+(``/together/<key>/<n>/<s>/v1``: each then takes s seconds more);
 ``GET /calls/<key>`` counts the calls of a key and the most in flight at once;
 ``GET /timeline`` lists when each delayed call ran (for benchmarks).
 It stands in for the model server, never for Kubernetes or Redis.
@@ -180,6 +181,11 @@ def app() -> FastAPI:
     async def together_chat(key: str, n: int, request: Request) -> dict[str, Any]:
         """Answers once ``n`` calls of ``key`` are in flight together (or after
         ``LONE_SECONDS`` alone), recording the most in flight at once."""
+        return await together_paced(key, n, 0.0, request)
+
+    @api.post("/together/{key}/{n}/{seconds}/v1/chat/completions")
+    async def together_paced(key: str, n: int, seconds: float, request: Request) -> dict[str, Any]:
+        """As /together/<key>/<n>, each call then taking ``seconds`` more."""
         body = await request.json()
         calls[key] = calls.get(key, 0) + 1
         inflight[key] = inflight.get(key, 0) + 1
@@ -191,6 +197,7 @@ def app() -> FastAPI:
                 event = met.setdefault(key, asyncio.Event())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), LONE_SECONDS)
+            await asyncio.sleep(seconds)
             return completion(body)
         finally:
             inflight[key] -= 1

@@ -200,11 +200,13 @@ def test_a_short_document_takes_one_call_through_the_jobs_api(
 def test_map_reduce_maps_in_parallel_and_shows_its_progress(
     api: Api, tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc]
 ) -> None:
-    # The server answers a call once two are in flight together: a worker that mapped one
-    # chunk at a time would show a peak of one. How often progress is written is the
-    # throttle's (a unit test with a clock of its own).
+    # The server answers a call once two are in flight together, a quarter of a second
+    # later: a worker that mapped one chunk at a time would show a peak of one, and the
+    # maps take at least 8 x 0.25 s, so the throttle (a write a second at most, unit-tested
+    # with a clock of its own) writes at least once while they run.
     key = f"maps-{tenant.namespace}"
-    paced = echo_flavor(tenant, "paced", fault_server.endpoint(f"together/{key}/2"), concurrency=2)
+    endpoint = fault_server.endpoint(f"together/{key}/2/0.25")
+    paced = echo_flavor(tenant, "paced", endpoint, concurrency=2)
     start_worker(f"{tenant.namespace}/{paced}")
     auth = {"Authorization": f"Bearer {tenant.token}"}
     spec = document_job(
