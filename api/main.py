@@ -12,6 +12,7 @@ from llmloom import __version__, tokens
 from llmloom.api import (
     batches,
     chat,
+    completions,
     embeddings,
     errors,
     files,
@@ -19,6 +20,7 @@ from llmloom.api import (
     jobs,
     models,
     observability,
+    responses,
     serving,
     tasks,
 )
@@ -44,6 +46,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="LLMLoom", version=__version__, lifespan=lifespan)
     errors.install(app)
     observability.install(app, metrics, settings.max_body_bytes)
-    for module in (health, chat, embeddings, models, tasks, jobs, files, batches):
+    for module in (
+        health,
+        chat,
+        completions,
+        responses,
+        embeddings,
+        models,
+        tasks,
+        jobs,
+        files,
+        batches,
+    ):
         module.attach_router(app)
     return app

@@ -1,8 +1,10 @@
 """Request and response models of the routes LLMLoom serves.
 
-Requests are refused at the door (400) for anything the LLMJob resource would
-refuse later, so that its limits show in the OpenAPI document; responses are
-declared as they are answered, so that the document describes the real API.
+Requests are read for what LLMLoom acts on (the model, streaming, ``n``, the
+token limits), refused at the door (400) where OpenAI would refuse them, and
+otherwise forwarded whole: their models allow fields they do not name.
+Responses are declared as they are answered, so that the document describes
+the real API.
 """
 
 from __future__ import annotations
@@ -12,53 +14,45 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmloom.resources import Message, Parameters, ResponseFormat
-
 INT32_MAX = 2**31 - 1
 
 
-class ChatMessage(BaseModel):
-    """A chat message as OpenAI clients send it."""
+class Forwarded(BaseModel):
+    """A request body LLMLoom reads what it acts on from, and forwards whole: fields it does
+    not know (a server's own, sent through the SDKs' ``extra_body``) are allowed."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str = Field(max_length=1_000_000)
-    name: str | None = Field(default=None, max_length=256)
-
-    def to_resource(self) -> Message:
-        # "developer" is OpenAI's newer name for the system role.
-        role = "system" if self.role == "developer" else self.role
-        return Message(role=role, content=self.content, name=self.name)
+    model_config = ConfigDict(extra="allow")
 
 
-class StreamOptions(BaseModel):
+class ContentPart(Forwarded):
+    """One part of a message's content: text, an image, audio, a file."""
+
+    type: str = Field(min_length=1, max_length=64)
+
+
+class ChatMessage(Forwarded):
+    """A chat message as OpenAI clients send it: text or content parts, tool calls, or a
+    tool's answer."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class StreamOptions(Forwarded):
     """Options of a streamed answer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
     """Send the token usage in a last chunk with no choices."""
 
 
-class JsonSchemaFormat(BaseModel):
-    """OpenAI's ``response_format.json_schema``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormatRequest(BaseModel):
+class ResponseFormatRequest(Forwarded):
     """OpenAI's ``response_format``: text, a JSON object, or JSON following a schema."""
 
-    model_config = ConfigDict(extra="forbid")
-
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
+    json_schema: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _schema_with_its_type(self) -> ResponseFormatRequest:
@@ -66,30 +60,42 @@ class ResponseFormatRequest(BaseModel):
             raise ValueError("json_schema is given exactly when type is 'json_schema'")
         return self
 
-    def to_resource(self) -> ResponseFormat:
-        schema = self.json_schema
-        wire = None if schema is None else schema.model_dump(by_alias=True, exclude_none=True)
-        return ResponseFormat(type=self.type, json_schema=wire)
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
-class ChatCompletionRequest(BaseModel):
-    """The body of POST /v1/chat/completions (the fields LLMLoom honours)."""
-
-    model_config = ConfigDict(extra="forbid")
+class ChatCompletionRequest(Forwarded):
+    """The body of POST /v1/chat/completions. LLMLoom acts on ``model``, ``stream``,
+    ``stream_options``, ``n`` and the token limits; every field goes to the model server
+    as it is (the model's name mapped to the flavor's)."""
 
     model: str = Field(min_length=1, max_length=512)
-    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    n: int = Field(default=1, ge=1, le=16)
+    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=16)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    stop: Stop = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     response_format: ResponseFormatRequest | None = None
+    reasoning_effort: str | None = None
     user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_streamed_choice(self) -> ChatCompletionRequest:
@@ -97,22 +103,83 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("n must be 1 when the answer is streamed")
         return self
 
-    def parameters(self) -> Parameters | None:
-        stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        params = Parameters(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_completion_tokens or self.max_tokens,
-            stop=stop,
-            seed=self.seed,
-            choices=self.n if self.n != 1 else None,
-            response_format=(
-                self.response_format.to_resource()
-                if self.response_format and self.response_format.type != "text"
-                else None
-            ),
-        )
-        return params if params.wire() else None
+
+class CompletionRequest(Forwarded):
+    """The body of POST /v1/completions (the legacy text completions)."""
+
+    model: str = Field(min_length=1, max_length=512)
+    prompt: str | list[str] | list[int] | list[list[int]]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=16)
+    max_tokens: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    echo: bool | None = None
+    suffix: str | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: Stop = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _one_streamed_choice(self) -> CompletionRequest:
+        if self.stream and self.n != 1:
+            raise ValueError("n must be 1 when the answer is streamed")
+        return self
+
+
+class ResponsesRequest(Forwarded):
+    """The body of POST /v1/responses."""
+
+    model: str = Field(min_length=1, max_length=512)
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    previous_response_id: str | None = None
+    store: bool | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+
+
+MAX_INPUTS = 2048
+"""Inputs one embeddings request may hold (as OpenAI allows)."""
+
+
+class EmbeddingRequest(Forwarded):
+    """The body of POST /v1/embeddings."""
+
+    model: str = Field(min_length=1, max_length=512)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _inputs(self) -> EmbeddingRequest:
+        if isinstance(self.input, list):
+            if not self.input:
+                raise ValueError("input must not be empty")
+            if len(self.input) > MAX_INPUTS and not isinstance(self.input[0], int):
+                raise ValueError(f"at most {MAX_INPUTS} inputs per request")
+            if any(isinstance(i, list) and not i for i in self.input):
+                raise ValueError("a token array must not be empty")
+        elif not self.input:
+            raise ValueError("input must not be empty")
+        return self
+
+    def texts(self) -> list[str]:
+        """The inputs as texts (a batch line becomes a job of them)."""
+        items = [self.input] if isinstance(self.input, str) else list(self.input)
+        if not all(isinstance(i, str) for i in items):
+            raise ValueError("token arrays are taken by /v1/embeddings, not in batches")
+        return [str(i) for i in items]
 
 
 SSE_EVENT: dict[str, Any] = {
@@ -145,6 +212,29 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class TextCompletion(BaseModel):
+    """A text completion as OpenAI answers it (the provider's answer, passed through)."""
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+
+
+class ResponseObject(BaseModel):
+    """A Response of the Responses API (the provider's answer, passed through)."""
+
+    id: str
+    object: str
+    created_at: float
+    model: str
+    output: list[dict[str, Any]]
+    status: str | None = None
     usage: dict[str, Any] | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from redis import Redis as SyncRedis
@@ -11,8 +12,13 @@ from llmloom import ratelimit
 from llmloom.api.auth import TokenAuth
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.waiter import ResultWaiter
-from llmloom.kube import Kube
+from llmloom.informer import Informer
+from llmloom.kube import FLAVORS, Kube
+from llmloom.resources import Flavor
 from llmloom.settings import ApiSettings
+
+FLAVOR_SYNC_SECONDS = 10.0
+"""How long the API waits at start for its first list of the flavors."""
 
 
 @dataclass
@@ -27,6 +33,8 @@ class Services:
     auth: TokenAuth
     limits: ratelimit.TenantLimitsSource
     metrics: ApiMetrics
+    flavors: Informer[Flavor]
+    """Every flavor, from a watch: a request resolves its model in memory."""
 
     @classmethod
     async def start(cls, settings: ApiSettings, metrics: ApiMetrics) -> Services:
@@ -34,6 +42,15 @@ class Services:
         redis = Redis.from_url(settings.redis_url)
         waiter = ResultWaiter(redis)
         await waiter.start()
+        flavors = Informer(
+            kube,
+            FLAVORS,
+            Flavor.model_validate,
+            {"model": lambda f: (f.metadata.namespace, f.spec.model)},
+        )
+        flavors.start()
+        with contextlib.suppress(TimeoutError):  # /readyz says so until it has listed them
+            await flavors.wait_synced(FLAVOR_SYNC_SECONDS)
         return cls(
             settings=settings,
             kube=kube,
@@ -52,9 +69,11 @@ class Services:
                 settings.limits_cache_seconds,
             ),
             metrics=metrics,
+            flavors=flavors,
         )
 
     async def close(self) -> None:
+        await self.flavors.stop()
         await self.waiter.stop()
         await self.kube.aclose()
         await self.redis.aclose()

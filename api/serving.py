@@ -1,31 +1,53 @@
 """Turning requests into LLMJob resources, and their outcomes into answers.
 
-A request is admitted first (the tenant's and the flavor's rate limits, the
-tenant's token budget: ``llmloom.ratelimit``), then becomes an LLMJob. The API
-enqueues each job itself (the operator is not on the hot path); the operator
-later records Accepted, and its own enqueue attempt is a no-op thanks to the
-marker in ``llmloom.queues``. When the job finishes, its estimated tokens are
-settled with the ones the provider counted.
+A request's model is found among the tenant's flavors in a watch cache (no
+API-server request). It is admitted (the tenant's and the flavor's rate
+limits, the tenant's token budget: ``admission``), its body is stored beside
+the results (``llmloom.bodies``), and it becomes an LLMJob that refers to it:
+one create, the only API-server request the API makes for it. The API
+enqueues the job with its spec, so neither the operator nor the worker reads
+it; the worker writes its status once; the operator deletes it once its
+answer has been delivered (``ttlSecondsAfterFinished``), while its task stays
+readable from Redis (``results.TaskRecord``). When the job finishes, its
+estimated tokens are settled with the ones the provider counted.
+
+Jobs made through ``/v1/jobs`` (``submit``) keep their spec inline and stay,
+as a person's do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from llmloom import API_VERSION, conditions, queues, ratelimit, results
+from llmloom import (
+    API_VERSION,
+    bodies,
+    conditions,
+    ollama,
+    origin,
+    queues,
+    ratelimit,
+    responses,
+    results,
+    timestamps,
+    wire,
+)
+from llmloom.api import admission, streaming
 from llmloom.api.admission import Admission
 from llmloom.api.errors import APIError
 from llmloom.api.observability import PROVIDER_MS
 from llmloom.api.protocol import TaskInfo
 from llmloom.api.services import Services
-from llmloom.events import ORIGIN_LABEL
-from llmloom.kube import FLAVORS, LLMJOBS, KubeError, Obj, Resource, is_name
-from llmloom.resources import Flavor, LLMJob, LLMJobSpec
+from llmloom.kube import LLMJOBS, KubeError, Obj, Resource, is_name
+from llmloom.resources import Endpoint, Flavor, LLMJob, LLMJobSpec
 
 
 async def find(services: Services, res: Resource, namespace: str, name: str) -> Obj | None:
@@ -44,14 +66,14 @@ async def delete_job(services: Services, namespace: str, name: str) -> bool:
     return True
 
 
-async def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
-    """The tenant's flavor for a requested model: by flavor name, else by model id."""
-    named = await find(services, FLAVORS, namespace, model)
+def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
+    """The tenant's flavor for a requested model, from the watch cache: by flavor name,
+    else by model id (the first by name, when several serve it)."""
+    named = services.flavors.get(namespace, model)
     if named is not None:
-        return Flavor.model_validate(named)
-    for item in await services.kube.list(FLAVORS, namespace):
-        if item.get("spec", {}).get("model") == model:
-            return Flavor.model_validate(item)
+        return named
+    for flavor in services.flavors.by("model", (namespace, model)):
+        return flavor
     raise APIError(
         404,
         f"The model '{model}' does not exist or you do not have access to it.",
@@ -83,14 +105,14 @@ def unavailable_reason(flavor: Flavor) -> str | None:
     return f"{ready.get('reason')}: {ready.get('message', '')}".rstrip(": ")
 
 
-async def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None:
+def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None:
     """503 when neither the flavor nor any of its failover flavors can serve now."""
     reason = unavailable_reason(flavor)
     if reason is None:
         return
     for name in flavor.spec.failover_flavors:
-        found = await find(services, FLAVORS, namespace, name)
-        if found is not None and unavailable_reason(Flavor.model_validate(found)) is None:
+        found = services.flavors.get(namespace, name)
+        if found is not None and unavailable_reason(found) is None:
             return
     raise APIError(
         503,
@@ -132,7 +154,7 @@ async def submit(
 ) -> LLMJob:
     """Create the LLMJob (named, or with a generated name) and put it on its flavor's queue;
     an admitted request's charge waits for the job to finish."""
-    metadata: dict[str, Any] = {"labels": {ORIGIN_LABEL: "api"}}
+    metadata: dict[str, Any] = {"labels": {origin.LABEL: origin.API}}
     metadata.update({"name": name} if name else {"generateName": prefix})
     body = {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": metadata, "spec": spec.wire()}
     try:
@@ -159,6 +181,123 @@ async def submit(
             await settle(services, uid, version)
     await asyncio.to_thread(queues.enqueue_job, services.sync_redis, job, flavor)
     return job
+
+
+async def submit_request(
+    services: Services,
+    namespace: str,
+    flavor: Flavor,
+    endpoint: Endpoint,
+    raw: bytes,
+    stream: bool,
+    admitted: Admission,
+) -> LLMJob:
+    """The LLMJob of one OpenAI request: its body stored by reference, the job created and
+    put on its flavor's queue with its spec, its task and charge kept in Redis."""
+    settings, redis = services.settings, services.redis
+    ref = await bodies.store(redis, endpoint, raw, settings.result_ttl_seconds)
+    spec = LLMJobSpec(
+        flavor=flavor.metadata.name,
+        task="embeddings" if endpoint == wire.EMBEDDINGS else "chat",
+        request=ref,
+        stream=stream,
+        ttl_seconds_after_finished=settings.request_job_ttl_seconds,
+    )
+    prefix = {
+        wire.CHAT: "chat-",
+        wire.COMPLETIONS: "cmpl-",
+        wire.RESPONSES: "resp-",
+        wire.EMBEDDINGS: "embed-",
+    }[endpoint]
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "LLMJob",
+        "metadata": {"generateName": prefix, "labels": {origin.LABEL: origin.REQUEST}},
+        "spec": spec.wire(),
+    }
+    try:
+        job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
+    except BaseException:
+        await bodies.delete(redis, ref.key)
+        await ratelimit.apply(redis, admitted.charge, 0, 0)  # no job, no tokens
+        raise
+    meta = job.metadata
+    record = results.TaskRecord(
+        uid=meta.uid,
+        generation=meta.generation,
+        created=int(timestamps.epoch(meta.creation_timestamp) or time.time()),
+        flavor=flavor.metadata.name,
+    )
+    ttl = settings.result_ttl_seconds
+    await ratelimit.hold(redis, meta.uid, meta.generation, admitted.charge, ttl)
+    await results.remember_task(redis, namespace, meta.name, record, ttl)
+    await asyncio.to_thread(queues.enqueue_job, services.sync_redis, job, flavor)
+    return job
+
+
+def check_wire(flavor: Flavor, endpoint: Endpoint, body: Callable[[], dict[str, Any]]) -> None:
+    """400, naming the field, for a request the flavor's server cannot be asked (Ollama's
+    native API has no words for some of the OpenAI API's); never a silent drop."""
+    if flavor.spec.provider != "ollama":
+        return
+    model = flavor.spec.model
+    try:
+        if endpoint == wire.CHAT:
+            ollama.chat_request(body(), model, stream=False)
+        elif endpoint == wire.EMBEDDINGS:
+            ollama.embed_request(body(), model)
+        elif endpoint == wire.RESPONSES:
+            ollama.chat_request(responses.to_chat(body()), model, stream=False)
+    except (ollama.Untranslatable, responses.Unsupported) as exc:
+        raise APIError(
+            400,
+            f"The model '{flavor.metadata.name}' is served by Ollama, which cannot take "
+            f"'{exc.param}': {exc.message}",
+            param=exc.param,
+            code="unsupported_parameter",
+        ) from exc
+
+
+async def serve(
+    services: Services,
+    tenant: str,
+    endpoint: Endpoint,
+    model: str,
+    raw: bytes,
+    stream: bool = False,
+    include_usage: bool = False,
+    wait_seconds: float = 0.0,
+    shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Response:
+    """One OpenAI request, whole: its flavor, the checks, admission, its job, and the
+    answer (or the stream, or 202 with its task)."""
+    flavor = resolve_flavor(services, tenant, model)
+    needed = "embeddings" if endpoint == wire.EMBEDDINGS else "chat"
+    if needed not in flavor.spec.capabilities:
+        does = "do embeddings" if needed == "embeddings" else "support chat"
+        raise APIError(
+            400, f"The model '{model}' does not {does}.", param="model", code="model_not_supported"
+        )
+    ensure_available(services, tenant, flavor)
+    parsed: list[dict[str, Any]] = []
+
+    def body() -> dict[str, Any]:
+        if not parsed:
+            parsed.append(json.loads(raw))
+        return parsed[0]
+
+    check_wire(flavor, endpoint, body)
+    admitted = await admission.admit(
+        services, tenant, flavor, lambda: admission.estimate(flavor, endpoint, body())
+    )
+    job = await submit_request(services, tenant, flavor, endpoint, raw, stream, admitted)
+    if stream:
+        return StreamingResponse(
+            streaming.relay(services, job, endpoint, include_usage),
+            media_type="text/event-stream",
+            headers={**admitted.headers, TASK_HEADER: job.metadata.name},
+        )
+    return await respond(services, job, wait_seconds, shape, admitted.headers)
 
 
 TASK_HEADER = "X-LLMLoom-Task"
@@ -221,15 +360,29 @@ def raise_for_outcome(outcome: results.Outcome) -> dict[str, Any]:
     raise APIError(err.status_code, err.message, err.type, code=err.reason)
 
 
-def task_info(obj: Obj, outcome: results.Outcome | None) -> TaskInfo:
-    """The task view of an LLMJob and its outcome."""
-    job = LLMJob.model_validate(obj)
-    conds = [c.wire() for c in job.status.conditions]
+async def request_task(
+    services: Services, record: results.TaskRecord, name: str, outcome: results.Outcome | None
+) -> TaskInfo:
+    """The task view of a request from Redis alone: its record, its outcome, and whether a
+    worker has started it (RQ's record of the attempt)."""
+    status = "queued"
+    if outcome is None:
+        rq_id = queues.JobRef(
+            namespace="", name=name, uid=record.uid, generation=record.generation
+        ).rq_id
+        started = await services.redis.hget(f"rq:job:{rq_id}", "status")
+        if started in (b"started", "started"):
+            status = "running"
     info = TaskInfo(
-        id=job.metadata.name,
-        status=(job.status.state or conditions.job_state(conds)).lower(),
-        created_at=obj["metadata"].get("creationTimestamp"),
+        id=name,
+        status=status,
+        created_at=timestamps.format(datetime.fromtimestamp(record.created, UTC)),
     )
+    return with_outcome(info, outcome)
+
+
+def with_outcome(info: TaskInfo, outcome: results.Outcome | None) -> TaskInfo:
+    """A task's view completed with its outcome, once there is one."""
     if outcome is not None:
         if outcome.ok:
             info.status, info.response = "succeeded", outcome.response
@@ -241,3 +394,15 @@ def task_info(obj: Obj, outcome: results.Outcome | None) -> TaskInfo:
                 "type": outcome.error.type,
             }
     return info
+
+
+def task_info(obj: Obj, outcome: results.Outcome | None) -> TaskInfo:
+    """The task view of an LLMJob and its outcome."""
+    job = LLMJob.model_validate(obj)
+    conds = [c.wire() for c in job.status.conditions]
+    info = TaskInfo(
+        id=job.metadata.name,
+        status=(job.status.state or conditions.job_state(conds)).lower(),
+        created_at=obj["metadata"].get("creationTimestamp"),
+    )
+    return with_outcome(info, outcome)

@@ -46,7 +46,7 @@ from devstack.procs import Proc, cpu_seconds, peak_rss_mib, wait_for
 from devstack.redisserver import RedisServer
 from devstack.stack import install_crds
 from llmloom import httpio, queues, results
-from llmloom.events import ORIGIN_LABEL
+from llmloom import origin as origins
 
 NS = "bench"
 PY = [sys.executable, "-m", "llmloom.cli"]
@@ -69,7 +69,7 @@ def busy_fraction(calls: list[tuple[float, float]], slots: int) -> tuple[float, 
 def job_manifests(flavor: str, n: int, origin: str) -> str:
     """Jobs as the API makes them for requests (no routine Events), or as a person
     applies them (``kubectl``: a Completed Event each)."""
-    labels = {ORIGIN_LABEL: "api"} if origin == "api" else {}
+    labels = {origins.LABEL: origins.API} if origin == "api" else {}
     docs = [
         {
             "apiVersion": "llmloom.io/v1alpha1",

@@ -1,15 +1,26 @@
 """The Batch API's file formats and the state a batch keeps in Redis.
 
-A batch's life is shared by two components. The API reads the input file
-(``llmloom.api.batchfile``), turns each line into a ``Prepared`` request — the
-LLMJob spec that the same request to /v1/chat/completions or /v1/embeddings
-would have become, or the error it would have got — stores them
-(``store_prepared``) and creates the LLMBatch. The operator runs the prepared
-specs as LLMJobs, records each request as it ends (``record``) and finally
-writes the output and error files (``llmloom.operator.batchoutput``).
+A batch's life is shared by three components, and none of its lines is an
+LLMJob: the LLMBatch is the resource, its lines are work items.
+
+- The API reads the input file (``llmloom.api.batchfile``), checks each line as
+  the same request to /v1/chat/completions or /v1/embeddings would be checked,
+  and stores it as a ``Prepared`` line (its body and flavor, or the error it
+  would have got), then creates the LLMBatch.
+- The operator puts the lines on their flavors' queues (the low band), a
+  window at a time, re-queues a line whose worker died, and writes the
+  batch's status from the counts here, at most once a pass; at the end it
+  writes the output and error files.
+- A worker takes a line as it takes a job, sends its body, and records its
+  line of the output or error file (``record``: once, counted in the batch
+  and in the tenant's usage in the same step).
+
+A cancelled batch is announced on ``cancel_channel``: workers stop its lines
+in flight at once.
 
 Names: an OpenAI batch id ``batch_<hex>`` is the LLMBatch ``batch-<hex>``
-(Kubernetes names allow no underscore); a batch's jobs are ``<batch>-<line>``.
+(Kubernetes names allow no underscore); the requests of its output file are
+``<batch>-<position>``.
 """
 
 from __future__ import annotations
@@ -23,16 +34,17 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from llmloom.resources import BatchError, RequestCounts, Usage
+from llmloom.resources import BatchError, Endpoint, RequestCounts, Usage
 
-BATCH_LABEL = "llmloom.io/batch"
-"""Label of a batch's LLMJobs: the batch's name."""
-LINE_ANNOTATION = "llmloom.io/batch-line"
-"""Annotation of a batch's LLMJob: the line of the input file it runs."""
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+)
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
-JOB_PRIORITY = -1
-"""Batch jobs wait behind every interactive request of their flavor (the low band)."""
+PRIORITY = -1
+"""A batch's lines wait behind every interactive request of their flavor (the low band)."""
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 
 ID_PREFIX, NAME_PREFIX = "batch_", "batch-"
@@ -59,9 +71,9 @@ MAX_NAME_LENGTH = 56
 """The longest LLMBatch name (the CRD's rule: room for the jobs' ``-<line>``)."""
 
 
-def job_name(batch: str, line: int) -> str:
-    """The name of the LLMJob that runs one line of a batch."""
-    return f"{batch}-{line}"
+def request_id(batch: str, index: int) -> str:
+    """The id an output line gives the request that ran (OpenAI's ``request_id``)."""
+    return f"{batch}-{index}"
 
 
 class LineError(BaseModel):
@@ -85,12 +97,14 @@ class LineError(BaseModel):
 
 
 class Prepared(BaseModel):
-    """One request of a batch, ready to run: its LLMJob spec, or the error it got."""
+    """One request of a batch, ready to run: its body and flavor, or the error it got."""
 
     line: int
     custom_id: str
-    spec: dict[str, Any] | None = None
-    """The LLMJob spec, as in a manifest."""
+    flavor: str | None = None
+    """The flavor its model resolved to."""
+    body: dict[str, Any] | None = None
+    """The request's body, as the client wrote it (sent with the flavor's model)."""
     error: LineError | None = None
     encoding_format: Literal["float", "base64"] = "float"
     """Embeddings: how the vectors are written to the output file."""
@@ -100,6 +114,8 @@ class PreparedHeader(BaseModel):
     """What the API found in the input file: how many requests, or why it is refused."""
 
     total: int
+    endpoint: Endpoint = "/v1/chat/completions"
+    """The API every request of the batch goes to."""
     errors: list[BatchError] = []
     usage_key: str | None = None
     """The tenant's usage hash its requests and tokens are counted in as its lines end
@@ -161,6 +177,24 @@ async def load_prepared(
     return [Prepared.model_validate_json(r) for r in raw]
 
 
+async def load_line(redis: Redis, namespace: str, name: str, index: int) -> Prepared | None:
+    """The request at position ``index`` (0-based), if the batch still has it."""
+    raw = await redis.lindex(requests_key(namespace, name), index)
+    return None if raw is None else Prepared.model_validate_json(raw)
+
+
+CANCEL_PREFIX = "llmloom:batch-cancel:"
+
+
+def cancel_channel(uid: str) -> str:
+    """Where a batch's cancellation (or expiry) is announced to the workers."""
+    return CANCEL_PREFIX + uid
+
+
+async def announce_cancel(redis: Redis, uid: str) -> None:
+    await redis.publish(cancel_channel(uid), "1")
+
+
 async def forget_prepared(redis: Redis, namespace: str, name: str) -> None:
     """Drop a batch's prepared requests."""
     await redis.delete(requests_key(namespace, name), header_key(namespace, name))
@@ -196,8 +230,8 @@ end
 return 1
 """
 """Records one ended request once, and counts it in the same step (in the batch's
-counts and, in the tenant's usage, as the API counts a request): a request collected
-twice (the operator restarted between recording and deleting its job) counts once."""
+counts and, in the tenant's usage, as the API counts a request): a line run twice (its
+worker died after recording it, and the operator queued it again) counts once."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +271,9 @@ class Progress:
     """A batch's progress as Redis holds it."""
 
     next: int = 0
-    """Position of the next prepared request to run."""
+    """Position of the next prepared request to queue."""
+    low: int = 0
+    """Position below which every request has ended (the window starts there)."""
     counts: RequestCounts = field(default_factory=RequestCounts)
     usage: Usage = field(default_factory=Usage)
 
@@ -248,6 +284,7 @@ async def progress(redis: Redis, uid: str, total: int) -> Progress:
     prompt, completion = got.get("promptTokens", 0), got.get("completionTokens", 0)
     return Progress(
         next=got.get("next", 0),
+        low=got.get("low", 0),
         counts=RequestCounts(
             total=total, completed=got.get("completed", 0), failed=got.get("failed", 0)
         ),
@@ -257,10 +294,11 @@ async def progress(redis: Redis, uid: str, total: int) -> Progress:
     )
 
 
-async def advance(redis: Redis, uid: str, position: int, ttl: int) -> None:
-    """Remember that the prepared requests before ``position`` have been started."""
+async def advance(redis: Redis, uid: str, ttl: int, **positions: int) -> None:
+    """Remember positions: ``next`` (requests before it were queued), ``low`` (requests
+    before it ended)."""
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(counts_key(uid), "next", position)
+        pipe.hset(counts_key(uid), mapping=positions)  # type: ignore[arg-type]
         pipe.expire(counts_key(uid), ttl)
         await pipe.execute()
 

@@ -37,6 +37,8 @@ class CrdInfo:
     """CEL rules on the whole object (only these can see metadata.name)."""
     scale: dict[str, str] | None = None
     """The scale subresource's paths, when the resource has one."""
+    selectable: list[str] = field(default_factory=list)
+    """Fields a list or watch can select on (``fieldSelector``; Kubernetes 1.32+)."""
 
 
 def _cond(ctype: str, field: str = "status") -> str:
@@ -88,6 +90,8 @@ CRDS = [
         spec=resources.LLMJobSpec,
         status=resources.LLMJobStatus,
         description="One unit of LLM work (a chat completion) run on a Flavor.",
+        # Each worker watches only its flavors' jobs: fieldSelector=spec.flavor=<name>.
+        selectable=[".spec.flavor"],
         columns=[
             {"name": "Flavor", "type": "string", "jsonPath": ".spec.flavor"},
             {"name": "Task", "type": "string", "jsonPath": ".spec.task"},
@@ -219,6 +223,11 @@ def crd(info: CrdInfo) -> Schema:
                     "schema": {"openAPIV3Schema": root},
                     "subresources": subresources,
                     "additionalPrinterColumns": info.columns,
+                    **(
+                        {"selectableFields": [{"jsonPath": f} for f in info.selectable]}
+                        if info.selectable
+                        else {}
+                    ),
                 }
             ],
         },

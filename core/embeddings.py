@@ -21,7 +21,7 @@ def encoded(response: dict[str, Any], encoding_format: str) -> dict[str, Any]:
     if encoding_format != "base64" or "data" not in response:
         return response
     data = [
-        {**d, "embedding": as_base64(d["embedding"]) if isinstance(d["embedding"], list) else d}
+        {**d, "embedding": as_base64(e) if isinstance(e := d["embedding"], list) else e}
         for d in response["data"]
     ]
     return {**response, "data": data}

@@ -3,11 +3,9 @@
 Posting is best effort: an Event that cannot be written is logged, never
 allowed to fail the work it describes.
 
-The API makes a job of every request, so a job's routine Events (Accepted,
-Completed) are posted only for jobs people create themselves (``kubectl``,
-GitOps): for the API's and batches' jobs they would be two more writes to
-etcd per request, telling nobody anything the HTTP answer and the job's
-status do not. Warnings (failures, retries, requeues) are posted for every job.
+A job's routine Events (Accepted, Completed) are posted only for jobs people
+create themselves (``llmloom.origin.routine_events``); warnings (failures,
+retries, requeues) are posted for every job.
 """
 
 from __future__ import annotations
@@ -16,21 +14,11 @@ import logging
 from typing import Any, Literal
 
 from llmloom import API_VERSION, timestamps
-from llmloom.batches import BATCH_LABEL
 from llmloom.kube import Kube, KubeError, Resource
 
 log = logging.getLogger(__name__)
 EVENTS = Resource("", "v1", "events")
 EventType = Literal["Normal", "Warning"]
-ORIGIN_LABEL = "llmloom.io/origin"
-"""Set to ``api`` on the jobs the API creates for requests."""
-
-
-def routine_events(meta: dict[str, Any]) -> bool:
-    """Whether a job (by its metadata) gets routine Events: not one of a request's or
-    a batch's jobs."""
-    labels = meta.get("labels") or {}
-    return labels.get(ORIGIN_LABEL) != "api" and BATCH_LABEL not in labels
 
 
 def event_body(

@@ -251,10 +251,11 @@ class Kube:
                 yield _json.loads(line)
 
     async def list_with_version(
-        self, res: Resource, namespace: str | None = None
+        self, res: Resource, namespace: str | None = None, field_selector: str | None = None
     ) -> tuple[builtins.list[Obj], str]:
         """The objects and the collection's resourceVersion, to watch from."""
-        body = await self._call("GET", res.path(namespace))
+        params = {"fieldSelector": field_selector} if field_selector else None
+        body = await self._call("GET", res.path(namespace), params=params)
         return body["items"], body["metadata"]["resourceVersion"]
 
     async def create(self, res: Resource, namespace: str, body: Obj) -> Obj:
@@ -331,6 +332,36 @@ class Kube:
                 if exc.code != 409:
                     raise
         raise RuntimeError(f"the status of {namespace}/{name} kept changing; gave up")
+
+    async def set_status(
+        self, res: Resource, namespace: str, name: str, uid: str, status: Obj
+    ) -> Obj | None:
+        """Write an object's whole status in one request, without reading it first: a JSON
+        patch that first tests the uid (a deleted and recreated object is left alone).
+        For objects whose status has one writer (the jobs of requests).
+
+        Returns:
+            The object as written; None when it is gone or was recreated.
+        """
+        ops = [
+            {"op": "test", "path": "/metadata/uid", "value": uid},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        try:
+            return await self._call(
+                "PATCH",
+                res.path(namespace, name, "status"),
+                json=ops,
+                content_type="application/json-patch+json",
+            )
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code == 422:  # the uid test failed, or the status is invalid: which?
+                current = await self.find(res, namespace, name)
+                if current is None or current["metadata"].get("uid") != uid:
+                    return None
+            raise
 
     async def replace_status(self, res: Resource, body: Obj) -> Obj:
         """PUT the status subresource; the body's resourceVersion makes it conditional (409)."""

@@ -14,6 +14,7 @@ job never waits behind normal ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 from redis import Redis
@@ -21,6 +22,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from llmloom import timestamps
 from llmloom.resources import Flavor, LLMJob
 
 JOB_FUNCTION = "llmloom.worker.tasks.run_job"
@@ -29,24 +31,41 @@ MARKER_TTL_SECONDS = 7 * 24 * 3600
 
 
 class JobRef(BaseModel):
-    """What a queue entry carries: which LLMJob, and which version of its spec."""
+    """What a queue entry carries: which LLMJob, and which version of its spec; for a
+    request's job, its spec too (a few hundred bytes: the request itself is stored by
+    reference), so that the worker starts it without reading the object."""
 
     namespace: str
     name: str
     uid: str
     generation: int
+    spec: dict[str, Any] | None = None
+    """The job's spec (camelCase, as stored), for jobs made for requests."""
+    created: str | None = None
+    """The job's creationTimestamp, with ``spec`` (its deadline counts from it)."""
+    line: int | None = None
+    """Set for a line of a batch (0-based position): ``name`` and ``uid`` are then the
+    LLMBatch's, and the line is a work item of its own, not an LLMJob."""
 
     @classmethod
-    def of(cls, job: LLMJob) -> JobRef:
-        """The reference to a job's current spec version."""
+    def of(cls, job: LLMJob, with_spec: bool = False) -> JobRef:
+        """The reference to a job's current spec version (carrying the spec, if asked)."""
         meta = job.metadata
-        return cls(
+        ref = cls(
             namespace=meta.namespace, name=meta.name, uid=meta.uid, generation=meta.generation
         )
+        if with_spec:
+            ref.spec = job.spec.wire()
+            created = meta.creation_timestamp
+            ref.created = timestamps.format(created) if created else None
+        return ref
 
     @property
     def rq_id(self) -> str:
-        """The RQ job id: one per job version, so RQ's registries show each version once."""
+        """The RQ job id: one per job version (or batch line), so RQ's registries show each
+        once."""
+        if self.line is not None:
+            return f"{self.uid}-l{self.line}"
         return f"{self.uid}-g{self.generation}"
 
 
@@ -111,6 +130,8 @@ def attempts_key(rq_id: str) -> str:
 
 
 def marker_key(ref: JobRef) -> str:
+    if ref.line is not None:
+        return f"llmloom:enqueued:{ref.uid}:l{ref.line}"
     return f"llmloom:enqueued:{ref.uid}:{ref.generation}"
 
 
@@ -132,7 +153,7 @@ def enqueue(
     try:
         queue(queue_name(ref.namespace, flavor, priority), redis).enqueue_call(
             JOB_FUNCTION,
-            args=(ref.model_dump(),),
+            args=(ref.model_dump(exclude_none=True),),
             job_id=ref.rq_id,
             timeout=timeout_seconds,
             result_ttl=3600,
@@ -147,10 +168,11 @@ def enqueue(
 
 def enqueue_job(redis: Redis, job: LLMJob, flavor: Flavor) -> bool:
     """Put a job's current version on its flavor's queue (its priority band, its attempt
-    limit) unless someone already did.
+    limit) unless someone already did; a request's job carries its spec.
 
     Returns:
         True when this call enqueued it.
     """
     timeout = job_timeout(flavor, job.spec.task)
-    return enqueue(redis, job.spec.flavor, JobRef.of(job), job.spec.priority, timeout)
+    ref = JobRef.of(job, with_spec=job.spec.request is not None)
+    return enqueue(redis, job.spec.flavor, ref, job.spec.priority, timeout)

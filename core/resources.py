@@ -375,19 +375,180 @@ class FlavorStatus(Model):
 
 Task = Literal["chat", "embeddings", "document"]
 Strategy = Literal["auto", "single", "iterative", "mapReduce"]
-Role = Literal["system", "user", "assistant", "tool"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 JobState = Literal["Pending", "Queued", "Running", "Suspended", "Succeeded", "Failed"]
+Endpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"]
+
+
+class ImageUrl(Model):
+    """An image of a content part: an http(s) URL or a data: URL (base64)."""
+
+    url: str = Field(min_length=1, max_length=1_000_000)
+    """Where the model server reads the image, or the image itself as a data: URL."""
+    detail: Literal["auto", "low", "high"] | None = None
+    """How closely the model looks (OpenAI's detail)."""
+
+
+class InputAudio(Model):
+    """Audio of a content part, base64."""
+
+    data: str = Field(min_length=1, max_length=1_000_000)
+    """The audio, base64."""
+    format: Literal["wav", "mp3"]
+    """wav or mp3."""
+
+
+class FileData(Model):
+    """A file of a content part: uploaded (fileId) or inline (fileData, base64)."""
+
+    file_id: str | None = Field(default=None, max_length=256)
+    """An uploaded file's id."""
+    file_data: str | None = Field(default=None, max_length=1_000_000)
+    """The file itself, base64."""
+    filename: str | None = Field(default=None, max_length=256)
+    """Its name."""
+
+
+class ContentPart(Model):
+    """One part of a message, as OpenAI's content parts: text, an image, audio or a file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(self.type == 'text') == has(self.text) && "
+                    "(self.type == 'image_url') == has(self.imageUrl) && "
+                    "(self.type == 'input_audio') == has(self.inputAudio) && "
+                    "(self.type == 'file') == has(self.file)",
+                    "a content part carries exactly the field of its type: text, imageUrl, "
+                    "inputAudio or file",
+                )
+            ]
+        }
+    )
+
+    type: Literal["text", "image_url", "input_audio", "file"]
+    """text, image_url, input_audio or file."""
+    text: str | None = Field(default=None, max_length=1_000_000)
+    """The text (type text)."""
+    image_url: ImageUrl | None = None
+    """The image (type image_url)."""
+    input_audio: InputAudio | None = None
+    """The audio (type input_audio)."""
+    file: FileData | None = None
+    """The file (type file)."""
+
+
+class FunctionCall(Model):
+    """The function a tool call names, and its arguments."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """The function's name."""
+    arguments: str = Field(default="", max_length=1_000_000)
+    """Its arguments, as the JSON text the model wrote."""
+
+
+class ToolCall(Model):
+    """A call of a tool the model made, in an assistant message."""
+
+    id: str = Field(min_length=1, max_length=256)
+    """The call's id: the tool message that answers it names it (toolCallId)."""
+    type: Literal["function"] = "function"
+    """function."""
+    function: FunctionCall
+    """What is called, with what."""
 
 
 class Message(Model):
-    """One chat message."""
+    """One chat message, as the OpenAI API's: text or content parts, tool calls, or a tool's
+    answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.content) && has(self.parts))",
+                    "a message takes content (text) or parts, not both",
+                ),
+                cel(
+                    "self.role != 'tool' || has(self.toolCallId)",
+                    "a tool message names the call it answers (toolCallId)",
+                ),
+            ]
+        }
+    )
 
     role: Role
-    """Who speaks: system, user, assistant or tool."""
-    content: str = Field(max_length=1_000_000)
-    """The text of the message."""
+    """Who speaks: system (developer is its newer name), user, assistant or tool."""
+    content: str | None = Field(default=None, max_length=1_000_000)
+    """The text of the message (or parts; an assistant message with tool calls may have
+    neither)."""
+    parts: list[ContentPart] | None = Field(default=None, max_length=64)
+    """The message as content parts (text, images, audio, files) instead of content."""
     name: str | None = Field(default=None, max_length=256)
     """Optional name of the participant."""
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
+    """Calls of tools the assistant made."""
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    """Role tool: the id of the call this message answers."""
+
+
+class FunctionDefinition(Model):
+    """A function the model may call."""
+
+    name: str = Field(min_length=1, max_length=64)
+    """Its name."""
+    description: str | None = Field(default=None, max_length=100_000)
+    """What it does, for the model."""
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        # A JSON schema of the user's: the API server keeps it as it is.
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+    """Its arguments, as a JSON schema."""
+    strict: bool | None = None
+    """Whether the arguments must follow the schema exactly."""
+
+
+class Tool(Model):
+    """A tool the model may call (a function)."""
+
+    type: Literal["function"] = "function"
+    """function."""
+    function: FunctionDefinition
+    """The function."""
+
+
+class ToolChoice(Model):
+    """Which tool the model calls: a mode, or one function by name (OpenAI's tool_choice)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.mode) != has(self.function)",
+                    "toolChoice takes a mode or a function, not both",
+                )
+            ]
+        }
+    )
+
+    mode: Literal["none", "auto", "required"] | None = None
+    """none, auto or required."""
+    function: str | None = Field(default=None, max_length=64)
+    """The name of the one function the model must call."""
+
+
+class RequestRef(Model):
+    """A request of the OpenAI API, stored beside the results (the job holds no prompt)."""
+
+    endpoint: Endpoint
+    """The API the request was sent to: /v1/chat/completions, /v1/completions,
+    /v1/responses or /v1/embeddings."""
+    key: str = Field(min_length=1, max_length=256)
+    """Where its body is stored (Redis), for the results' lifetime."""
+    bytes: int = Field(ge=0)
+    """The size of the body."""
 
 
 class ResponseFormat(Model):
@@ -417,7 +578,7 @@ class ResponseFormat(Model):
 
 
 class Parameters(Model):
-    """Sampling parameters passed to the provider."""
+    """Sampling parameters passed to the provider (OpenAI's names, camelCase here)."""
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     """Sampling temperature."""
@@ -436,6 +597,28 @@ class Parameters(Model):
     choices: int | None = Field(default=None, ge=1, le=16)
     """Choices to generate for a chat, OpenAI's ``n`` (each from its own call to the
     model). Not named ``n``: YAML 1.1, as kubectl reads it, takes ``n`` for false."""
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    """Penalty for tokens that appeared at all."""
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    """Penalty for tokens by how often they appeared."""
+    logprobs: bool | None = None
+    """Return the log probabilities of the tokens of the answer."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """With logprobs: the most likely alternatives at each position."""
+    logit_bias: dict[str, int] | None = None
+    """Bias (-100 to 100) added to the logits of token ids."""
+    reasoning_effort: str | None = Field(default=None, max_length=32)
+    """For reasoning models: minimal, low, medium or high."""
+    parallel_tool_calls: bool | None = None
+    """Whether the model may call several tools in one answer."""
+    user: str | None = Field(default=None, max_length=256)
+    """Who the end user is, for the provider's abuse monitoring."""
+    extra: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+    """Further parameters passed to the model server as they are: a server's own, such as
+    vLLM's top_k, min_p, repetition_penalty or guided decoding."""
 
 
 class KeyRef(Model):
@@ -501,18 +684,34 @@ class LLMJobSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.task != 'chat' || (has(self.messages) && !has(self.texts))",
-                    "a chat job takes spec.messages (and no spec.texts)",
+                    "self.task != 'chat' || (has(self.messages) != has(self.request)"
+                    " && !has(self.texts))",
+                    "a chat job takes spec.messages or spec.request (and no spec.texts)",
                 ),
                 cel(
-                    "self.task != 'embeddings' || (has(self.texts) && !has(self.messages))",
-                    "an embeddings job takes spec.texts (and no spec.messages)",
+                    "self.task != 'embeddings' || (has(self.texts) != has(self.request)"
+                    " && !has(self.messages))",
+                    "an embeddings job takes spec.texts or spec.request (and no spec.messages)",
                 ),
                 cel(
                     "self.task != 'document' || (has(self.document) && has(self.prompt)"
-                    " && !has(self.messages) && !has(self.texts))",
-                    "a document job takes spec.document and spec.prompt (and no spec.messages "
-                    "or spec.texts)",
+                    " && !has(self.messages) && !has(self.texts) && !has(self.request))",
+                    "a document job takes spec.document and spec.prompt (and no spec.messages, "
+                    "spec.texts or spec.request)",
+                ),
+                cel(
+                    "!has(self.request) || (self.task == 'embeddings') =="
+                    " (self.request.endpoint == '/v1/embeddings')",
+                    "spec.request of an embeddings job is a /v1/embeddings request, of a chat "
+                    "job one of the others",
+                ),
+                cel(
+                    "!has(self.request) || !(has(self.tools) || has(self.toolChoice))",
+                    "a stored request carries its own tools",
+                ),
+                cel(
+                    "self.task == 'chat' || !(has(self.tools) || has(self.toolChoice))",
+                    "spec.tools and toolChoice are for chat jobs",
                 ),
                 cel(
                     "self.task == 'document' || !(has(self.document) || has(self.prompt)"
@@ -541,8 +740,23 @@ class LLMJobSpec(Model):
     )
     """Kind of work: chat (complete spec.messages), embeddings (embed spec.texts) or
     document (apply spec.prompt to spec.document, in chunks when it is long)."""
-    messages: list[Message] | None = Field(default=None, min_length=1, max_length=10_000)
+    messages: list[Message] | None = Field(default=None, min_length=1, max_length=2_000)
     """The conversation to complete (task chat); at least one message."""
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    """Task chat: tools (functions) the model may call."""
+    tool_choice: ToolChoice | None = None
+    """Task chat: whether and which tool the model must call."""
+    request: RequestRef | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "spec.request is immutable; create a new LLMJob")
+            ]
+        },
+    )
+    """A request of the OpenAI API, by reference (set by the API for the requests it
+    serves): its body is stored beside the results and sent to the model server as the
+    client sent it, so no prompt lives in the object."""
     texts: list[Annotated[str, Field(max_length=100_000)]] | None = Field(
         default=None, min_length=1, max_length=2048
     )
@@ -687,7 +901,7 @@ class LLMJob(Model):
 
 # --------------------------------------------------------------------------- LLMBatch
 
-BatchEndpoint = Literal["/v1/chat/completions", "/v1/embeddings"]
+BatchEndpoint = Endpoint
 BatchState = Literal[
     "validating",
     "failed",
@@ -723,7 +937,8 @@ class LLMBatchSpec(Model):
             ]
         }
     )
-    """The API every request of the batch goes to: /v1/chat/completions or /v1/embeddings."""
+    """The API every request of the batch goes to: /v1/chat/completions, /v1/completions,
+    /v1/responses or /v1/embeddings."""
     completion_window: Literal["24h"] = Field(
         default="24h",
         json_schema_extra={

@@ -5,6 +5,10 @@ that ended the job. It is written once per job version (SET NX): a retried or
 duplicated delivery finds the first outcome and reuses it, so a user never sees
 two answers. After writing, the worker publishes the job's uid on the done
 channel; the API waits on that.
+
+A request's task outlives its LLMJob (deleted minutes after its answer was
+delivered): a ``TaskRecord`` names the job version behind a task id for as
+long as its result lives, so ``GET /v1/tasks/{id}`` needs no API server.
 """
 
 from __future__ import annotations
@@ -42,6 +46,35 @@ class Outcome(BaseModel):
     """Tokens spent, as in the job's status.usage."""
     provider_ms: float | None = None
     """Time the answering provider call took: the rest of a request's time is LLMLoom's."""
+
+
+class TaskRecord(BaseModel):
+    """The job version behind a request's task id."""
+
+    uid: str
+    generation: int
+    created: int
+    """When the request came (epoch seconds)."""
+    flavor: str
+
+
+def task_key(namespace: str, name: str) -> str:
+    return f"llmloom:task:{namespace}/{name}"
+
+
+async def remember_task(
+    redis: Redis, namespace: str, name: str, record: TaskRecord, ttl: int
+) -> None:
+    await redis.set(task_key(namespace, name), record.model_dump_json(), ex=ttl)
+
+
+async def forget_task(redis: Redis, namespace: str, name: str) -> None:
+    await redis.delete(task_key(namespace, name))
+
+
+async def task_record(redis: Redis, namespace: str, name: str) -> TaskRecord | None:
+    data = await redis.get(task_key(namespace, name))
+    return None if data is None else TaskRecord.model_validate_json(data)
 
 
 def result_key(uid: str, version: int) -> str:

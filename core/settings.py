@@ -58,11 +58,12 @@ class OperatorSettings(CommonSettings):
     """ClusterRole the workers' RoleBinding grants (the chart creates it)."""
     worker_redis_url: str | None = None
     """Redis URL given to workers; defaults to redis_url."""
-    batch_resync_seconds: float = Field(default=5.0, gt=0)
-    """How often every unfinished batch is looked at (its jobs' events also wake it)."""
-    batch_max_active_jobs: int = Field(default=500, ge=1)
-    """Unfinished LLMJobs one batch keeps at most; the next lines become jobs as these end
-    (etcd holds the jobs in flight, not a whole batch file)."""
+    batch_resync_seconds: float = Field(default=1.0, gt=0)
+    """How often every unfinished batch is looked at: its lines' progress goes into its
+    status (one write at most per pass), its lost lines are queued again."""
+    batch_max_active_jobs: int = Field(default=1000, ge=1)
+    """Lines of one batch queued and not ended at most; the next ones are queued as these
+    end (a batch of 50,000 lines does not flood its flavor's queue)."""
 
 
 class WorkerSettings(CommonSettings):
@@ -107,6 +108,12 @@ class ApiSettings(CommonSettings):
     """How long a request waits for its result before answering 202 with a task id."""
     max_wait_seconds: float = Field(default=600.0, ge=0)
     """Upper bound on the wait a client may ask for."""
+    request_job_ttl_seconds: int = Field(default=300, ge=0)
+    """How long the LLMJob of an OpenAI request stays after it finished (the operator then
+    deletes it; its task and result stay readable for the results' lifetime)."""
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    """How often a streamed answer that waits (in the queue, say) sends a comment line:
+    ingresses and proxies close a stream idle for a minute."""
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones are answered 413."""
     token_cache_seconds: float = Field(default=30.0, ge=0)

@@ -1,7 +1,8 @@
 """Deltas of a streamed answer, from the worker to the API, through Redis Streams.
 
-The worker appends each chunk (an OpenAI ``chat.completion.chunk``) to the job
-version's stream as the provider produces it, then an end marker (with the
+The worker appends each chunk (an OpenAI ``chat.completion.chunk``, a text
+completion's chunk, or a Responses event) to the job version's stream as the
+provider produces it, then an end marker (with the
 error, if the job failed). A reader starts from the stream's beginning, so the
 API never misses the first tokens however late it subscribes; the stream
 expires an hour after its end.
@@ -34,17 +35,25 @@ async def finish(redis: Redis, key: str, error: dict[str, Any] | None = None) ->
 
 
 async def read(
-    redis: Redis, key: str, idle_seconds: float
+    redis: Redis, key: str, idle_seconds: float, keepalive_seconds: float | None = None
 ) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
-    """Yield ("chunk", chunk) for each delta, then ("end", error or None); a stream
-    that stays silent for ``idle_seconds`` ends with ("idle", None)."""
+    """Yield ("chunk", chunk) for each delta, then ("end", error or None); a stream that
+    stays silent for ``idle_seconds`` ends with ("idle", None). With ``keepalive_seconds``,
+    ("keepalive", None) comes after each such silence before that."""
     last = "0-0"
+    silent = 0.0
+    step = min(idle_seconds, keepalive_seconds) if keepalive_seconds else idle_seconds
     while True:
         # [[key, [(id, {field: value}), ...]]] (redis-py's annotation is looser than that)
-        replies: Any = await redis.xread({key: last}, count=100, block=int(idle_seconds * 1000))
+        replies: Any = await redis.xread({key: last}, count=100, block=max(1, int(step * 1000)))
         if not replies:
-            yield "idle", None
-            return
+            silent += step
+            if silent >= idle_seconds:
+                yield "idle", None
+                return
+            yield "keepalive", None
+            continue
+        silent = 0.0
         for entry_id, fields in replies[0][1]:
             last = entry_id
             fields = {k.decode() if isinstance(k, bytes) else k: v for k, v in fields.items()}

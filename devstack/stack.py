@@ -39,6 +39,7 @@ from devstack.embedserver import MODEL_NAME as EMBED_MODEL
 from devstack.embedserver import EmbedServer
 from devstack.kubelet import LocalWorker, PodWatch
 from devstack.modelserver import MODEL_NAME, ModelServer
+from devstack.ollama import TOOLS_MODEL, RealOllama
 from devstack.procs import Proc, free_port, wait_for
 from devstack.redisserver import RedisServer
 from devstack.supervisor import Supervisor
@@ -48,6 +49,7 @@ from llmloom.kube import Kube
 TENANT = "demo"
 FLAVOR = "smollm2"
 EMBED_FLAVOR = "minilm"
+TOOLS_FLAVOR = "smollm2-tools"
 SYSTEM_NAMESPACE = "llmloom-system"
 CHART = REPO / "charts" / "llmloom"
 PY = [sys.executable, "-m", "llmloom.cli"]
@@ -108,6 +110,23 @@ def local_flavor(example: str, namespace: str, endpoint: str) -> dict[str, objec
     doc["spec"]["endpoint"] = endpoint
     result: dict[str, object] = doc
     return result
+
+
+def ollama_flavor(name: str, namespace: str, endpoint: str) -> dict[str, object]:
+    """The Ollama flavor of the dev stack: SmolLM2 with a template that takes tools."""
+    return {
+        "apiVersion": "llmloom.io/v1alpha1",
+        "kind": "Flavor",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": "ollama",
+            "model": TOOLS_MODEL,
+            "endpoint": endpoint,
+            "capabilities": ["chat", "embeddings"],
+            "maxOutputTokens": 256,
+            "concurrency": 2,
+        },
+    }
 
 
 def create_token(kubeconfig: Path, namespace: str, name: str) -> str:
@@ -281,10 +300,15 @@ def _run(state: Path, api_port: int, model_port: int, embed_port: int) -> None:
         embedder = EmbedServer(logs, port=embed_port)
         started.append(embedder)
         supervisor.watch(embedder.proc)
+        step("Ollama 0.12.6 (the real one) serving the same SmolLM2, with tools")
+        ollama = RealOllama(state / "ollama")
+        started.append(ollama)
+        supervisor.watch(ollama.proc)
         cluster.kubectl("create", "namespace", TENANT)
         cluster.apply(
             local_flavor("flavor-smollm2-local.yaml", TENANT, model.url),
             local_flavor("flavor-minilm-local.yaml", TENANT, embedder.url),
+            ollama_flavor(TOOLS_FLAVOR, TENANT, ollama.url),
         )
         env = {**cluster.env(), "LLMLOOM_REDIS_URL": redis.url}
 
@@ -351,7 +375,8 @@ def _write_env(path: Path, api_url: str, token: str, cluster: Cluster) -> None:
 def _welcome(api_url: str, token: str, cluster: Cluster, logs: Path, state: Path) -> None:
     print(
         f"""
-LLMLoom is running. Tenant namespace: {TENANT}, models: {FLAVOR} (chat), {EMBED_FLAVOR} (embeddings)
+LLMLoom is running. Tenant namespace: {TENANT}, models: {FLAVOR} (chat, on llama.cpp),
+  {EMBED_FLAVOR} (embeddings), {TOOLS_FLAVOR} (chat with tools and images, on Ollama)
   API:        {api_url}/v1
   token:      {token}
   KUBECONFIG: {cluster.kubeconfig}

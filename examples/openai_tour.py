@@ -4,9 +4,10 @@ Only ``base_url`` and ``api_key`` point the SDK at LLMLoom. Against ``make dev``
 
     source .llmloom/dev.env && python examples/openai_tour.py
 
-LLMLOOM_CHAT_MODEL and LLMLOOM_EMBED_MODEL name the flavors to use (``make
-dev``'s smollm2 and minilm by default). Each step prints one line; the first
-that fails stops the tour with the API's error.
+LLMLOOM_CHAT_MODEL, LLMLOOM_EMBED_MODEL and LLMLOOM_TOOLS_MODEL name the flavors
+to use (``make dev``'s smollm2 on llama.cpp, minilm, and smollm2-tools on the
+real Ollama, which takes tools and images, by default). Each step prints one
+line; the first that fails stops the tour with the API's error.
 """
 
 from __future__ import annotations
@@ -22,7 +23,28 @@ import openai
 client = openai.OpenAI(base_url=os.environ["LLMLOOM_API_URL"], api_key=os.environ["LLMLOOM_TOKEN"])
 CHAT = os.environ.get("LLMLOOM_CHAT_MODEL", "smollm2")
 EMBED = os.environ.get("LLMLOOM_EMBED_MODEL", "minilm")
-HELLO = [{"role": "user", "content": "Say hello in one word."}]
+TOOLS = os.environ.get("LLMLOOM_TOOLS_MODEL", "smollm2-tools")
+HELLO: Any = [{"role": "user", "content": "Say hello in one word."}]
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Today's weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+PIXEL = (  # a 1x1 PNG, as a data: URL
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGAAAAA"
+    "EAAH2FzhVAAAAAElFTkSuQmCC"
+)
+
+
+def get_weather(city: str) -> str:
+    return json.dumps({"city": city, "sky": "clear", "celsius": 21})
 
 
 def step(name: str, detail: object) -> None:
@@ -48,6 +70,64 @@ for chunk in client.chat.completions.create(
     parts += [c.delta.content or "" for c in chunk.choices]
     usage = chunk.usage or usage
 step("  stream=true", ("".join(parts), usage))
+
+# Tools: the model calls one, the app runs it and sends the answer back. (A 135M model
+# keeps to a call when a JSON schema holds its answer to one; a bigger one needs none.)
+ask: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
+call_schema: Any = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "call",
+        "schema": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "enum": ["get_weather"]},
+                "arguments": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+            "required": ["name", "arguments"],
+        },
+    },
+}
+called = client.chat.completions.create(
+    model=TOOLS, messages=ask, tools=[WEATHER], response_format=call_schema, max_tokens=64
+)
+calls = called.choices[0].message.tool_calls or []
+step("  tools", [(c.function.name, c.function.arguments) for c in calls if c.type == "function"])
+history: Any = [*ask, called.choices[0].message.model_dump(exclude_none=True)]
+for c in calls:
+    if c.type == "function":
+        args = json.loads(c.function.arguments)
+        history.append({"role": "tool", "tool_call_id": c.id, "content": get_weather(**args)})
+answer = client.chat.completions.create(model=TOOLS, messages=history, max_tokens=24)
+step("  tool answer sent back", answer.choices[0].message.content)
+
+# Content parts: text and an image in one message.
+seen = client.chat.completions.create(
+    model=TOOLS,
+    messages=[
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Describe this picture in one word."},
+                {"type": "image_url", "image_url": {"url": PIXEL}},
+            ],
+        }
+    ],
+    max_tokens=8,
+)
+step("  an image part", seen.choices[0].message.content)
+
+# Text completions, and the Responses API.
+text = client.completions.create(model=CHAT, prompt="Once upon a time", max_tokens=8)
+step("POST /v1/completions", text.choices[0].text)
+response = client.responses.create(
+    model=CHAT, input="Say hello.", instructions="Answer in one word.", max_output_tokens=16
+)
+step("POST /v1/responses", (response.output_text, response.status))
 
 # Embeddings: floats, and base64 (what the SDK asks for by default).
 floats = client.embeddings.create(model=EMBED, input=["a cat", "a dog"], encoding_format="float")

@@ -1,24 +1,30 @@
-"""Running batches: an LLMBatch's prepared requests as LLMJobs, then its files.
+"""Running batches: an LLMBatch's prepared lines as work items on the queues, then its
+files.
 
-``BatchController`` is a plain loop (no kopf timers: see the design notes),
-woken by watch events of batches and of their jobs, and every resync period.
-Each pass over an unfinished batch:
+No line of a batch is an LLMJob: the LLMBatch is the resource, and its lines
+travel through the queues and the results as work items (``llmloom.batches``),
+so a batch of 50,000 requests costs the API server a handful of status writes,
+not 50,000 objects. ``BatchController`` is a plain loop (no kopf timers: see
+the design notes), woken by watch events of batches and every resync period
+(a second). Each pass over an unfinished batch:
 
 1. a new batch (no state yet: OpenAI's validating) starts: in_progress with
    its request count, or failed with the errors the API found in its input;
-2. its jobs that ended are recorded (their line of the output or error file,
-   kept in Redis) and deleted, so that etcd holds only the jobs in flight;
-3. more prepared requests become jobs, up to ``batch_max_active_jobs``
-   unfinished ones at a time; requests refused before they ran (an unknown
-   model, an invalid body) are recorded as errors at once;
-4. once every request ended, or the batch is cancelled or its completion
-   window has run out (jobs still in flight are deleted, which stops their
-   provider calls), the output and error files are written and the batch
-   ends: completed, cancelled or expired.
+2. the window (lines queued and not ended) is looked at: a line whose worker
+   died is queued again, up to the attempts allowed (then it fails with
+   WorkerLost);
+3. more lines are queued, up to ``batch_max_active_jobs`` in flight, on their
+   flavors' low bands; lines refused before they ran (an unknown model, an
+   invalid body) are recorded as errors at once;
+4. the status takes the counts, when they changed: at most one write a pass;
+5. once every line ended, or the batch is cancelled or its completion window
+   has run out (the lines in flight are stopped through Redis, the queued
+   ones taken off their queues), the output and error files are written and
+   the batch ends: completed, cancelled or expired.
 
-Progress lives in Redis (``llmloom.batches``): every step is idempotent, so a
-pass cut short by a crash is simply made again.
-``plan`` decides from plain data; the controller does the I/O.
+Progress lives in Redis: every step is idempotent, so a pass cut short by a
+crash is simply made again. ``window`` decides from plain data; the controller
+does the I/O.
 """
 
 from __future__ import annotations
@@ -32,111 +38,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from rq.job import Job
 
-from llmloom import API_VERSION, OPERATOR, batches, conditions, events, files, results, timestamps
-from llmloom.batches import LineError, Prepared
-from llmloom.kube import LLMBATCHES, LLMJOBS, Kube, KubeError, Obj
-from llmloom.operator import batchoutput
+from llmloom import (
+    OPERATOR,
+    batches,
+    batchlines,
+    conditions,
+    events,
+    files,
+    queues,
+    timestamps,
+)
+from llmloom.batches import LineError
+from llmloom.kube import FLAVORS, LLMBATCHES, Kube
+from llmloom.operator import recovery
 from llmloom.operator.workqueue import WorkQueue
-from llmloom.resources import LLMBatch, RequestCounts, Usage
+from llmloom.resources import Flavor, LLMBatch, RequestCounts, Usage
 from llmloom.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-REQUEST_ANNOTATION = "llmloom.io/batch-request"
-"""Annotation of a batch's job: the position of its request among the batch's requests."""
-CREATE_CHUNK = 50
-"""Jobs created at once (concurrent requests to the API server)."""
+QUEUE_CHUNK = 100
+"""Lines read from Redis and queued at once."""
+UNKNOWN_FLAVOR_TIMEOUT = 3600
+"""RQ's limit for one attempt of a line whose flavor is gone (the worker fails it)."""
 
 Ending = Literal["completed", "cancelled", "expired"]
-
-
-@dataclass(frozen=True)
-class Child:
-    """What the controller needs to know of one of a batch's jobs."""
-
-    name: str
-    uid: str
-    generation: int
-    index: int
-    """Position of the job's request among the batch's requests."""
-    finished: bool
-    failed_reason: str = ""
-    failed_message: str = ""
-
-
-def child_of(body: Mapping[str, Any]) -> Child | None:
-    """The summary of a batch's job, or None for a job without its request annotation."""
-    meta, status = body["metadata"], body.get("status") or {}
-    raw = (meta.get("annotations") or {}).get(REQUEST_ANNOTATION, "")
-    if not raw.isdigit():
-        return None
-    gen = int(meta.get("generation") or 1)
-    conds = status.get("conditions", [])
-    failed = conditions.find(conds, conditions.FAILED) or {}
-    return Child(
-        name=meta["name"],
-        uid=meta["uid"],
-        generation=gen,
-        index=int(raw),
-        finished=conditions.finished(conds, gen),
-        failed_reason=str(failed.get("reason", "")),
-        failed_message=str(failed.get("message", "")),
-    )
-
-
-def build_job(batch: LLMBatch, index: int, request: Prepared) -> Obj:
-    """The LLMJob that runs one prepared request: owned by the batch (deleting the batch
-    deletes its jobs), labelled with its name, annotated with the request's position."""
-    name = batch.metadata.name
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "LLMJob",
-        "metadata": {
-            "name": batches.job_name(name, index),
-            "labels": {batches.BATCH_LABEL: name},
-            "annotations": {
-                REQUEST_ANNOTATION: str(index),
-                batches.LINE_ANNOTATION: str(request.line),
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": API_VERSION,
-                    "kind": "LLMBatch",
-                    "name": name,
-                    "uid": batch.metadata.uid,
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": request.spec,
-    }
-
-
-def fallback_error(child: Child) -> LineError:
-    """The error of a job that ended without a stored outcome (the operator refused it)."""
-    reason = child.failed_reason or "JobFailed"
-    missing = reason == "FlavorNotFound"
-    return LineError(
-        status_code=404 if missing else 500,
-        message=child.failed_message or "the job failed",
-        type="invalid_request_error" if missing else "server_error",
-        code=reason,
-    )
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one pass does to a batch that runs."""
-
-    collect: list[Child]
-    """Jobs that ended: record, then delete."""
-    stop: list[Child]
-    """Jobs in flight to delete (the batch is cancelled or expired)."""
-    room: int
-    """Prepared requests that may start now."""
-    ending: Ending | None
-    """Set when the batch ends in this pass (before any new request starts)."""
 
 
 def stopping(cancel: bool, expires: float | None, now: float) -> Ending | None:
@@ -148,22 +77,35 @@ def stopping(cancel: bool, expires: float | None, now: float) -> Ending | None:
     return None
 
 
-def plan(
-    children: list[Child],
-    next_position: int,
-    total: int,
-    window: int,
-    stop: Ending | None,
-) -> Plan:
-    """The pass over a running batch, from its jobs and its progress."""
-    ended = [c for c in children if c.finished]
-    running = [c for c in children if not c.finished]
-    if stop is not None:
-        return Plan(collect=ended, stop=running, room=0, ending=stop)
-    remaining = max(0, total - next_position)
-    room = min(remaining, max(0, window - len(running)))
-    ending: Ending | None = "completed" if remaining == 0 and not running else None
-    return Plan(collect=ended, stop=[], room=room, ending=ending)
+@dataclass(frozen=True)
+class Window:
+    """Where a running batch stands: the lines queued and not ended, and what to queue."""
+
+    low: int
+    """Every line below ended."""
+    in_flight: list[int]
+    """Lines queued that have not ended."""
+    room: int
+    """Lines that may be queued now."""
+    done: bool
+    """Every line ended: the batch completes."""
+
+
+def window(low: int, next_line: int, ended: set[int], total: int, limit: int) -> Window:
+    """The window of a running batch, from its positions and the lines that ended."""
+    in_flight = [i for i in range(low, next_line) if i not in ended]
+    new_low = in_flight[0] if in_flight else next_line
+    room = min(max(0, total - next_line), max(0, limit - len(in_flight)))
+    return Window(new_low, in_flight, room, done=next_line >= total and not in_flight)
+
+
+def lost_line(attempts: int) -> LineError:
+    return LineError(
+        status_code=500,
+        message=f"the worker running this request was lost {attempts} times; giving up",
+        type="server_error",
+        code="WorkerLost",
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -271,11 +213,18 @@ class BatchController:
     """Runs every unfinished batch: poked by watch events, and every resync period."""
 
     def __init__(
-        self, settings: OperatorSettings, kube: Kube, redis: AsyncRedis, concurrency: int = 4
+        self,
+        settings: OperatorSettings,
+        kube: Kube,
+        redis: AsyncRedis,
+        sync_redis: Redis,
+        concurrency: int = 4,
     ) -> None:
         self.settings, self.kube, self.redis = settings, kube, redis
-        self.known: dict[tuple[str, str], str] = {}
-        """Batches seen and not finished: (namespace, name) -> uid."""
+        self.sync_redis = sync_redis
+        """RQ's client: queueing lines, and reading their queue entries."""
+        self.known: dict[tuple[str, str], dict[str, Any]] = {}
+        """Batches seen and not finished, as the watch last saw them."""
         self._limit = asyncio.Semaphore(concurrency)
         self.queue: WorkQueue[tuple[str, str]] = WorkQueue(
             settings.batch_resync_seconds, self._known, self._handle
@@ -298,23 +247,21 @@ class BatchController:
         key = (meta["namespace"], meta["name"])
         if event == "DELETED":
             self.known.pop(key, None)
-            # Its jobs go with it (ownerReferences); its working state in Redis goes here.
-            task = asyncio.create_task(batches.forget(self.redis, *key, meta["uid"]))
+            # Its working state in Redis goes here; lines still queued find nothing to run.
+            uid = meta["uid"]
+            task = asyncio.create_task(self._forget(key[0], key[1], uid))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
             return
         if (body.get("status") or {}).get("state") in batches.TERMINAL:
             self.known.pop(key, None)
             return
-        self.known[key] = meta["uid"]
+        self.known[key] = dict(body)
         self.poke(*key)
 
-    def observe_job(self, body: Mapping[str, Any]) -> None:
-        """A batch's job changed (it ended, or went): look at its batch."""
-        meta = body["metadata"]
-        name = (meta.get("labels") or {}).get(batches.BATCH_LABEL)
-        if name:
-            self.poke(meta["namespace"], name)
+    async def _forget(self, namespace: str, name: str, uid: str) -> None:
+        await batches.announce_cancel(self.redis, uid)
+        await batches.forget(self.redis, namespace, name, uid)
 
     async def run(self) -> None:
         """Until cancelled: poked batches at once, every unfinished one each resync period."""
@@ -328,23 +275,28 @@ class BatchController:
 
     async def _one(self, namespace: str, name: str) -> None:
         async with self._limit:
+            body = self.known.get((namespace, name))
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
             try:
-                obj = await self.kube.find(LLMBATCHES, namespace, name)
-                if obj is None or obj["metadata"].get("deletionTimestamp"):
-                    return
-                await self.reconcile(LLMBatch.model_validate(obj))
+                await self.reconcile(LLMBatch.model_validate(body))
             except Exception:
                 self.errors += 1
                 log.exception("batch %s/%s: pass failed", namespace, name)
 
     async def _status(self, batch: LLMBatch, mutate: Callable[[dict[str, Any]], None]) -> None:
-        await self.kube.update_status(
+        meta = batch.metadata
+        current = self.known.get((meta.namespace, meta.name))
+        written = await self.kube.update_status(
             LLMBATCHES,
-            batch.metadata.namespace,
-            batch.metadata.name,
+            meta.namespace,
+            meta.name,
             mutate,
-            uid=batch.metadata.uid,
+            uid=meta.uid,
+            current=current if current and current["metadata"].get("uid") == meta.uid else None,
         )
+        if written is not None and (meta.namespace, meta.name) in self.known:
+            self.known[(meta.namespace, meta.name)] = written
 
     async def _event(self, batch: LLMBatch, reason: str, message: str, warning: bool) -> None:
         meta = {
@@ -354,6 +306,12 @@ class BatchController:
         }
         kind: events.EventType = "Warning" if warning else "Normal"
         await events.post(self.kube, "LLMBatch", meta, reason, message, kind, OPERATOR)
+
+    def _ref(self, batch: LLMBatch, index: int) -> queues.JobRef:
+        meta = batch.metadata
+        return queues.JobRef(
+            namespace=meta.namespace, name=meta.name, uid=meta.uid, generation=1, line=index
+        )
 
     async def reconcile(self, batch: LLMBatch) -> None:
         """One pass over one batch."""
@@ -367,47 +325,134 @@ class BatchController:
                 await self._refuse(batch, header)
                 return
             created = batch.metadata.creation_timestamp or datetime.now(UTC)
-            window = batches.COMPLETION_WINDOWS[batch.spec.completion_window]
-            await self._status(
-                batch, mark_started(header.total, created + timedelta(seconds=window))
-            )
+            window_seconds = batches.COMPLETION_WINDOWS[batch.spec.completion_window]
+            expires = created + timedelta(seconds=window_seconds)
+            await self._status(batch, mark_started(header.total, expires))
             await self._event(batch, "Started", f"running {header.total} requests", False)
-            batch.status.expires_at = created + timedelta(seconds=window)
+            batch.status.expires_at = expires
+            state = "in_progress"
         if header is None:
             # In progress, yet its requests are gone (Redis lost them): nothing can run.
             header = batches.PreparedHeader(total=0)
         total = header.total
-        expires = batch.status.expires_at.timestamp() if batch.status.expires_at else None
-        stop = stopping(batch.spec.cancel, expires, time.time())
-        if stop == "cancelled" and state != "cancelling":
-            prog = await batches.progress(self.redis, uid, total)
-            await self._status(batch, mark_progress("cancelling", prog.counts, prog.usage))
-        children = [
-            c
-            for c in map(
-                child_of,
-                await self.kube.list(LLMJOBS, ns, label_selector=f"{batches.BATCH_LABEL}={name}"),
-            )
-            if c is not None
-        ]
+        expires_at = batch.status.expires_at.timestamp() if batch.status.expires_at else None
+        stop = stopping(batch.spec.cancel, expires_at, time.time())
         prog = await batches.progress(self.redis, uid, total)
-        step = plan(children, prog.next, total, self.settings.batch_max_active_jobs, stop)
-        await self._collect(batch, step.collect, header)
-        for child in step.stop:
-            with contextlib.suppress(KubeError):
-                await self.kube.delete(LLMJOBS, ns, child.name)
-        ending = step.ending
-        if ending is None and step.room:
-            started, position = await self._start(batch, prog.next, step.room)
-            running = len(children) - len(step.collect) + started
-            if position >= total and running == 0:
-                ending = "completed"
-        if ending is not None:
-            await self._finish(batch, ending, total)
+        if stop is not None:
+            await self._stop(batch, stop, prog, state)
             return
-        prog = await batches.progress(self.redis, uid, total)
-        current = "cancelling" if stop == "cancelled" else "in_progress"
-        await self._status(batch, mark_progress(current, prog.counts, prog.usage))
+        queued = range(prog.low, prog.next)
+        ended = await batches.recorded(self.redis, uid, list(queued))
+        await self._tidy(batch, [i for i in queued if i in ended])
+        win = window(prog.low, prog.next, ended, total, self.settings.batch_max_active_jobs)
+        await self._recover(batch, win.in_flight, header)
+        position = prog.next
+        if win.room:
+            position = await self._queue(batch, prog.next, win.room, header)
+        await batches.advance(self.redis, uid, self.ttl, next=position, low=win.low)
+        if win.done:
+            await self._finish(batch, "completed", total)
+            return
+        now = await batches.progress(self.redis, uid, total)
+        if now.counts != batch.status.request_counts or state != "in_progress":
+            await self._status(batch, mark_progress("in_progress", now.counts, now.usage))
+
+    async def _tidy(self, batch: LLMBatch, ended: list[int]) -> None:
+        """The queue bookkeeping of lines that ended goes (their records stay)."""
+        keys = []
+        for index in ended:
+            ref = self._ref(batch, index)
+            keys += [queues.marker_key(ref), queues.attempts_key(ref.rq_id)]
+        if keys:
+            await self.redis.delete(*keys)
+
+    async def _recover(
+        self, batch: LLMBatch, in_flight: list[int], header: batches.PreparedHeader
+    ) -> None:
+        """Lines whose worker died are queued again; past the attempts allowed, they fail."""
+        refs = {i: self._ref(batch, i) for i in in_flight}
+        state = await asyncio.to_thread(recovery.read, self.sync_redis, list(refs.values()))
+        now = time.time()
+        lost = [
+            (i, ref, state[ref.rq_id].attempts)
+            for i, ref in refs.items()
+            if recovery.attempt_dead(state[ref.rq_id], now)
+        ]
+        flavors: dict[str, Flavor | None] = {}
+        for index, ref, attempts in lost:
+            request = await batches.load_line(self.redis, ref.namespace, ref.name, index)
+            if request is None:
+                continue
+            if attempts >= self.settings.max_attempts:
+                failed = request.model_copy(update={"error": lost_line(attempts)})
+                line = batchlines.error_line(batch.metadata.uid, failed)
+                flavors_used = (request.flavor or "", request.flavor or "")
+                await batches.record(
+                    self.redis, batch.metadata.uid, index, line, self.ttl, header, flavors_used
+                )
+                continue
+            flavor = await self._flavor(batch, request.flavor or "", flavors)
+            log.warning("re-queued line %d of batch %s: its worker was lost", index, ref.name)
+            await asyncio.to_thread(self._requeue, ref, request.flavor or "", flavor)
+
+    def _requeue(self, ref: queues.JobRef, flavor_name: str, flavor: Flavor | None) -> None:
+        with contextlib.suppress(Exception):
+            Job.fetch(ref.rq_id, connection=self.sync_redis).delete(remove_from_queue=True)
+        self.sync_redis.delete(queues.marker_key(ref))
+        self._enqueue(ref, flavor_name, flavor)
+
+    def _enqueue(self, ref: queues.JobRef, flavor_name: str, flavor: Flavor | None) -> None:
+        timeout = queues.job_timeout(flavor) if flavor else UNKNOWN_FLAVOR_TIMEOUT
+        queues.enqueue(self.sync_redis, flavor_name, ref, batches.PRIORITY, timeout)
+
+    async def _flavor(
+        self, batch: LLMBatch, name: str, seen: dict[str, Flavor | None]
+    ) -> Flavor | None:
+        """A line's flavor (read once a pass), for its attempt's time limit."""
+        if name not in seen:
+            found = await self.kube.find(FLAVORS, batch.metadata.namespace, name)
+            seen[name] = Flavor.model_validate(found) if found else None
+        return seen[name]
+
+    async def _queue(
+        self, batch: LLMBatch, position: int, room: int, header: batches.PreparedHeader
+    ) -> int:
+        """Queue up to ``room`` lines from ``position`` on (lines refused before they ran are
+        recorded on the way).
+
+        Returns:
+            The position after the last line handled.
+        """
+        ns, name, uid = batch.metadata.namespace, batch.metadata.name, batch.metadata.uid
+        flavors: dict[str, Flavor | None] = {}
+        handled = 0
+        while handled < room:
+            chunk = await batches.load_prepared(
+                self.redis, ns, name, position, min(QUEUE_CHUNK, room - handled)
+            )
+            if not chunk:
+                break
+            work = []
+            for offset, request in enumerate(chunk):
+                index = position + offset
+                if request.body is None or request.flavor is None:
+                    # Refused before it ran: it counts nowhere in usage, as the API counts
+                    # no request it refuses.
+                    line = batchlines.error_line(uid, request)
+                    await batches.record(self.redis, uid, index, line, self.ttl)
+                    continue
+                flavor = await self._flavor(batch, request.flavor, flavors)
+                work.append((self._ref(batch, index), request.flavor, flavor))
+
+            def enqueue_all(work: list[tuple[queues.JobRef, str, Flavor | None]] = work) -> None:
+                for ref, flavor_name, flavor in work:
+                    self._enqueue(ref, flavor_name, flavor)
+
+            await asyncio.to_thread(enqueue_all)
+            handled += len(chunk)
+            position += len(chunk)
+            await batches.advance(self.redis, uid, self.ttl, next=position)
+        return position
 
     async def _refuse(self, batch: LLMBatch, header: batches.PreparedHeader | None) -> None:
         if header is None:
@@ -426,84 +471,27 @@ class BatchController:
         ns, name = batch.metadata.namespace, batch.metadata.name
         await batches.forget(self.redis, ns, name, batch.metadata.uid)
 
-    async def _collect(
-        self, batch: LLMBatch, ended: list[Child], header: batches.PreparedHeader
+    async def _stop(
+        self, batch: LLMBatch, stop: Ending, prog: batches.Progress, state: str | None
     ) -> None:
-        """Record the jobs that ended (their lines, counted in the tenant's usage), then
-        delete them."""
-        if not ended:
-            return
-        ns, uid = batch.metadata.namespace, batch.metadata.uid
-        for child in ended:
-            found = await batches.load_prepared(self.redis, ns, batch.metadata.name, child.index, 1)
-            if found:
-                outcome = await results.load(self.redis, child.uid, child.generation)
-                line = batchoutput.response_line(
-                    found[0], child.name, child.uid, outcome, fallback_error(child)
-                )
-                asked = str((found[0].spec or {}).get("flavor", ""))
-                answered = (outcome.flavor if outcome else None) or asked
-                await batches.record(
-                    self.redis, uid, child.index, line, self.ttl, header, (asked, answered)
-                )
-            with contextlib.suppress(KubeError):
-                await self.kube.delete(LLMJOBS, ns, child.name)
+        """Cancelled or expired: its lines in flight stop, the queued ones leave their
+        queues, and the batch ends with what had finished."""
+        uid = batch.metadata.uid
+        if stop == "cancelled" and state != "cancelling":
+            await self._status(batch, mark_progress("cancelling", prog.counts, prog.usage))
+        await batches.announce_cancel(self.redis, uid)
+        refs = [self._ref(batch, i) for i in range(prog.low, prog.next)]
 
-    async def _start(self, batch: LLMBatch, position: int, room: int) -> tuple[int, int]:
-        """Start up to ``room`` jobs from ``position`` on (requests refused before they ran
-        are recorded on the way).
+        def dequeue() -> None:
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    Job.fetch(ref.rq_id, connection=self.sync_redis).delete(remove_from_queue=True)
+            keys = [k for r in refs for k in (queues.marker_key(r), queues.attempts_key(r.rq_id))]
+            if keys:
+                self.sync_redis.delete(*keys)
 
-        Returns:
-            How many jobs were started, and the position after the last request handled.
-        """
-        ns, name, uid = batch.metadata.namespace, batch.metadata.name, batch.metadata.uid
-        started = 0
-        while started < room:
-            chunk = await batches.load_prepared(
-                self.redis, ns, name, position, min(CREATE_CHUNK, room - started)
-            )
-            if not chunk:
-                break
-            indexes = list(range(position, position + len(chunk)))
-            done = await batches.recorded(self.redis, uid, indexes)
-            creates = []
-            for index, request in zip(indexes, chunk, strict=True):
-                if index in done:
-                    continue  # ended in an earlier pass cut short before it moved on
-                if request.spec is None:
-                    await batches.record(
-                        self.redis, uid, index, batchoutput.error_line(uid, request), self.ttl
-                    )
-                else:
-                    creates.append((index, request))
-            replies = await asyncio.gather(
-                *(self.kube.create(LLMJOBS, ns, build_job(batch, i, r)) for i, r in creates),
-                return_exceptions=True,
-            )
-            for (index, request), reply in zip(creates, replies, strict=True):
-                if not isinstance(reply, BaseException):
-                    continue
-                if isinstance(reply, KubeError) and reply.code == 409:
-                    continue  # created in a pass cut short
-                if isinstance(reply, KubeError) and reply.code in (400, 422):
-                    # The API server refuses what the API's checks let through: that
-                    # request fails, the rest go on.
-                    refused = request.model_copy(
-                        update={
-                            "error": LineError(
-                                status_code=400, message=reply.message, code="invalid_request"
-                            )
-                        }
-                    )
-                    await batches.record(
-                        self.redis, uid, index, batchoutput.error_line(uid, refused), self.ttl
-                    )
-                    continue
-                raise reply  # the API server is unwell: the next pass starts from here
-            started += len(creates)
-            position += len(chunk)
-            await batches.advance(self.redis, uid, position, self.ttl)
-        return started, position
+        await asyncio.to_thread(dequeue)
+        await self._finish(batch, stop, prog.counts.total)
 
     async def _finish(self, batch: LLMBatch, ending: Ending, total: int) -> None:
         """Write the output and error files and end the batch."""
@@ -516,7 +504,7 @@ class BatchController:
             requests = await batches.load_prepared(self.redis, ns, name, 0, total)
             for index, request in enumerate(requests):
                 if index not in ended:
-                    line = batchoutput.unexecuted_line(uid, request, ending)
+                    line = batchlines.unexecuted_line(uid, request, ending)
                     ended[index] = (False, line.text)
         ok = [text for _, (good, text) in sorted(ended.items()) if good]
         bad = [text for _, (good, text) in sorted(ended.items()) if not good]
@@ -526,7 +514,7 @@ class BatchController:
             output = await files.create(
                 self.redis,
                 ns,
-                batchoutput.jsonl(ok),
+                batchlines.jsonl(ok),
                 f"{bid}_output.jsonl",
                 "batch_output",
                 self.ttl,
@@ -536,7 +524,7 @@ class BatchController:
             error = await files.create(
                 self.redis,
                 ns,
-                batchoutput.jsonl(bad),
+                batchlines.jsonl(bad),
                 f"{bid}_error.jsonl",
                 "batch_output",
                 self.ttl,
@@ -559,5 +547,3 @@ class BatchController:
             f"{counts.completed} requests succeeded, {counts.failed} failed",
             ending != "completed",
         )
-        self.known.pop((ns, name), None)
-        await batches.forget(self.redis, ns, name, uid)

@@ -21,7 +21,16 @@ import kopf
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import GROUP, OPERATOR, VERSION, batches, conditions, events, queues, timestamps
+from llmloom import (
+    GROUP,
+    OPERATOR,
+    VERSION,
+    conditions,
+    events,
+    origin,
+    queues,
+    timestamps,
+)
 from llmloom.events import EventType
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
@@ -64,7 +73,7 @@ async def startup(memo: Memo, **_: Any) -> None:
     )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
     memo.tasks.append(asyncio.create_task(memo.jobs.run(), name="llmloom-jobs"))
-    memo.batches = BatchController(memo.settings, deps.kube, memo.jobs.aredis)
+    memo.batches = BatchController(memo.settings, deps.kube, memo.jobs.aredis, memo.redis)
     memo.tasks.append(asyncio.create_task(memo.batches.run(), name="llmloom-batches"))
 
 
@@ -94,12 +103,6 @@ async def batch_event(body: kopf.Body, type: str | None, memo: Memo, **_: Any) -
     """Keep the batch controller's view of batches current."""
     if memo.batches is not None:
         memo.batches.observe(type, body)
-
-
-async def batch_job_event(body: kopf.Body, memo: Memo, **_: Any) -> None:
-    """A batch's job changed: its batch may have a request to record, or room for more."""
-    if memo.batches is not None:
-        memo.batches.observe_job(body)
 
 
 async def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
@@ -202,7 +205,7 @@ async def admit_job(
         raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
     if adm.action == "reject":
         logger.warning(f"rejected: {adm.message}")
-    routine = adm.action == "enqueue" and (already or not events.routine_events(dict(meta)))
+    routine = adm.action == "enqueue" and (already or not origin.routine_events(dict(meta)))
     if memo.kube is not None and not routine:
         kind: EventType = "Warning" if adm.action == "reject" else "Normal"
         reason = "Accepted" if adm.action == "enqueue" else adm.reason
@@ -237,19 +240,24 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.cleanup(registry=registry)(cleanup)
     # kopf's handler protocols know nothing of index arguments (``flavors``), hence the ignores.
     kopf.index(GROUP, VERSION, "flavors", registry=registry)(flavors)
-    for decorator in (
-        kopf.on.resume(GROUP, VERSION, "llmjobs", registry=registry),
-        kopf.on.create(GROUP, VERSION, "llmjobs", registry=registry),
-        kopf.on.update(GROUP, VERSION, "llmjobs", field="spec", registry=registry),
-    ):
-        decorator(admit_job)  # type: ignore[arg-type]
+    # A request's job is admitted and enqueued by the API and written by its worker: kopf's
+    # admission handlers (and their annotation and status writes) leave it alone; the job
+    # controller still watches it (recovery, deadline, deletion after delivery).
+    people = {origin.LABEL: kopf.ABSENT}
+    api_made = {origin.LABEL: origin.API}
+    for labels in (people, api_made):
+        for decorator in (
+            kopf.on.resume(GROUP, VERSION, "llmjobs", labels=labels, registry=registry),
+            kopf.on.create(GROUP, VERSION, "llmjobs", labels=labels, registry=registry),
+            kopf.on.update(
+                GROUP, VERSION, "llmjobs", field="spec", labels=labels, registry=registry
+            ),
+        ):
+            decorator(admit_job)  # type: ignore[arg-type]
     # Watch-event handlers need no finalizer: objects stay deletable without the operator.
     kopf.on.event(GROUP, VERSION, "llmjobs", registry=registry)(job_event)
     kopf.on.event(GROUP, VERSION, "flavors", registry=registry)(flavor_changed)
     kopf.on.event(GROUP, VERSION, "llmbatches", registry=registry)(batch_event)
-    kopf.on.event(
-        GROUP, VERSION, "llmjobs", labels={batches.BATCH_LABEL: kopf.PRESENT}, registry=registry
-    )(batch_job_event)
     for group_version, plural in (("apps/v1", "deployments"), ("v1", "pods")):
         kopf.on.event(
             group_version, plural, labels={builders.FLAVOR_LABEL: kopf.PRESENT}, registry=registry

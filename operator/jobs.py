@@ -18,27 +18,32 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from rq.job import Job
 
-from llmloom import OPERATOR, conditions, events, jobstatus, queues, ratelimit, results, timestamps
+from llmloom import (
+    OPERATOR,
+    bodies,
+    conditions,
+    events,
+    jobstatus,
+    origin,
+    queues,
+    ratelimit,
+    results,
+    timestamps,
+)
 from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
+from llmloom.operator import recovery
+from llmloom.operator.recovery import QueueState, attempt_dead
 from llmloom.resources import Flavor
 from llmloom.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
-DEAD_RQ_STATES = {"failed", "stopped", "canceled"}
-"""RQ states of an attempt that ended without finishing the job (a lost worker)."""
-
-
-def _rq_time(raw: bytes | None) -> float | None:
-    """RQ's timestamps ("2026-11-22T18:30:00.123456Z") as epoch seconds."""
-    with contextlib.suppress(ValueError):
-        return timestamps.epoch(raw.decode() if raw else None)
-    return None
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,24 @@ class JobSummary:
     """Prompt and completion tokens, as the status counts them."""
     flavor_used: str | None = None
     requested: bool = False
-    """Made by the API for a request: it may hold an admission charge."""
+    """Admitted by the API: it may hold an admission charge."""
+    request_key: str | None = None
+    """A request's job: where its stored request is (it goes with the job)."""
+    spec: dict[str, Any] | None = None
+    """A request's job: its (small) spec, for its queue entry when it must be enqueued
+    again."""
 
     @property
     def ref(self) -> queues.JobRef:
         return queues.JobRef(
-            namespace=self.namespace, name=self.name, uid=self.uid, generation=self.generation
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            generation=self.generation,
+            spec=self.spec,
+            created=timestamps.format(datetime.fromtimestamp(self.created, UTC))
+            if self.spec is not None
+            else None,
         )
 
 
@@ -89,7 +106,8 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         created=timestamps.epoch(meta.get("creationTimestamp")) or time.time(),
         deadline=spec.get("activeDeadlineSeconds"),
         ttl=spec.get("ttlSecondsAfterFinished"),
-        accepted=conditions.is_true(conds, conditions.ACCEPTED, gen),
+        # A request's job was admitted and enqueued by the API: no Accepted is written.
+        accepted=conditions.is_true(conds, conditions.ACCEPTED, gen) or origin.is_request(meta),
         finished=conditions.finished(conds, gen),
         completed=timestamps.epoch(status.get("completionTime")),
         attempts=int(status.get("attempts") or 0),
@@ -98,42 +116,14 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         task=spec.get("task") or "chat",
         spent=ratelimit.spent(status.get("usage")),
         flavor_used=status.get("flavorUsed"),
-        requested=(meta.get("labels") or {}).get(events.ORIGIN_LABEL) == "api",
+        requested=origin.admitted_by_api(meta),
+        request_key=(spec.get("request") or {}).get("key"),
+        spec=dict(spec) if origin.is_request(meta) else None,
     )
-
-
-@dataclass(frozen=True)
-class QueueState:
-    """What Redis holds for one job version."""
-
-    marked: bool
-    """The enqueue marker exists (someone enqueued this version)."""
-    rq_status: str | None
-    """RQ's status of the attempt, None when RQ has no such job."""
-    leased: bool = False
-    """A worker holds the lease of this version (it is alive and running it)."""
-    started: float | None = None
-    """When RQ started the attempt."""
-    attempts: int = 0
-    """How many times workers started this version (the status may not say yet)."""
 
 
 SETTLE_AFTER_SECONDS = 10.0
 """How long after a job ended the operator leaves its charge to the API's waiter."""
-LEASE_GRACE_SECONDS = 5.0
-"""A started attempt may lack its lease this long (the worker sets it right after RQ
-starts the job)."""
-
-
-def attempt_dead(q: QueueState, now: float) -> bool:
-    """Whether the job version's queue entry or attempt is gone or dead."""
-    if not q.marked or q.rq_status is None or q.rq_status in DEAD_RQ_STATES:
-        return True
-    if q.rq_status == "started" and not q.leased:
-        return q.started is None or now - q.started > LEASE_GRACE_SECONDS
-    return False
-
-
 Kind = Literal["deadline", "expire", "requeue", "lost"]
 
 
@@ -220,39 +210,30 @@ class JobController:
         return None
 
     def forget(self, job: JobSummary) -> None:
-        """A deleted job's queue entries and stored results go with it (blocking: Redis
-        through RQ's synchronous client)."""
-        keys = [results.result_key(job.uid, v) for v in range(1, job.generation + 1)]
+        """A deleted job's queue entries go with it, and so do its stored results, unless it
+        was a request's (its task stays readable for the results' lifetime) whose stored
+        request goes instead. Blocking: Redis through RQ's synchronous client."""
+        keys = (
+            []
+            if job.request_key
+            else [results.result_key(job.uid, v) for v in range(1, job.generation + 1)]
+        )
+        if job.request_key and job.request_key.startswith(bodies.PREFIX):
+            keys.append(job.request_key)
         try:
             for v in range(1, job.generation + 1):
                 ref = job.ref.model_copy(update={"generation": v})
                 keys += [queues.marker_key(ref), queues.attempts_key(ref.rq_id)]
-                with contextlib.suppress(Exception):
-                    Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
+                if not job.finished:  # still queued, maybe: take it off (a finished one is not)
+                    with contextlib.suppress(Exception):
+                        Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
             self.redis.delete(*keys)
         except Exception:
             log.exception("cleaning up after job %s/%s failed", job.namespace, job.name)
 
     def queue_state(self, jobs: list[JobSummary]) -> dict[str, QueueState]:
-        """One pipelined round trip: marker and RQ status of every job version."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job in jobs:
-            pipe.exists(queues.marker_key(job.ref))
-            pipe.hmget(Job.key_for(job.ref.rq_id), ["status", "started_at"])
-            pipe.exists(queues.lease_key(job.ref))
-            pipe.get(queues.attempts_key(job.ref.rq_id))
-        replies = pipe.execute()
-        state = {}
-        for i, job in enumerate(jobs):
-            marked, (status, started), leased, tries = replies[4 * i : 4 * i + 4]
-            state[job.ref.rq_id] = QueueState(
-                marked=bool(marked),
-                rq_status=status.decode() if status else None,
-                leased=bool(leased),
-                started=_rq_time(started),
-                attempts=int(tries or 0),
-            )
-        return state
+        """What Redis holds for every job version, in one round trip."""
+        return recovery.read(self.redis, [job.ref for job in jobs])
 
     async def run(self) -> None:
         while True:

@@ -18,15 +18,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmloom import secrets, streams, tokens
+from llmloom import secrets, streams, tokens, wire
 from llmloom.kube import FLAVORS
-from llmloom.resources import Flavor, LLMJob, Message, Retry, Usage
+from llmloom.resources import Flavor, LLMJob, Retry, Usage
+from llmloom.worker.bodies import Call, job_call
 from llmloom.worker.deps import Deps, JobFailed
-from llmloom.worker.providers import ProviderError, Target, wire
+from llmloom.worker.providers import Emit, ProviderError, Target, inputs, wire_of
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +50,16 @@ def backoff(retry: Retry, attempt: int, retry_after: float | None) -> float:
     return max(delay, retry_after) if retry_after is not None else delay
 
 
-def usage_of(
-    response: dict[str, Any], job: LLMJob, flavor: Flavor, messages: list[Message] | None = None
-) -> Usage:
+def usage_of(response: dict[str, Any], call: Call, flavor: Flavor) -> Usage:
     """Token usage: the provider's own counts, else counted with the flavor's tokenizer;
-    the cost from the flavor's pricing. ``messages``: what was sent, when not the job's
-    own messages."""
-    reported = response.get("usage") or {}
-    if reported.get("prompt_tokens") is not None:
-        prompt = int(reported["prompt_tokens"])
-        completion = int(reported.get("completion_tokens") or 0)
-    elif job.spec.task == "embeddings" and messages is None:
-        enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-        prompt = sum(len(enc.encode(t, disallowed_special=())) for t in job.spec.texts or [])
-        completion = 0
+    the cost from the flavor's pricing."""
+    reported = wire.reported_usage(response)
+    if reported is not None:
+        prompt, completion = reported
     else:
         enc = tokens.encoding_for(flavor.spec.model, flavor.spec.tokenizer)
-        sent = job.spec.messages if messages is None else messages
-        prompt = tokens.count_chat_tokens((m.content for m in sent or []), enc)
-        text = "".join(str(c.get("message", {}).get("content") or "") for c in response["choices"])
+        prompt = wire.prompt_tokens(call.endpoint, call.body, enc)
+        text = wire.answer_text(call.endpoint, response)
         completion = len(enc.encode(text, disallowed_special=()))
     cost = None
     if flavor.spec.pricing is not None:
@@ -115,9 +106,15 @@ EMBEDDING_BATCH = 256
 thousands of texts risks their request limits and memory (OpenAI takes 2,048)."""
 
 
-def embedding_batches(texts: list[str]) -> list[list[str]]:
-    """The texts in calls of at most ``EMBEDDING_BATCH``, in order."""
-    return [texts[i : i + EMBEDDING_BATCH] for i in range(0, len(texts), EMBEDDING_BATCH)] or [[]]
+def embedding_batches(call: Call) -> list[Call]:
+    """An embeddings call as calls of at most ``EMBEDDING_BATCH`` inputs each, in order."""
+    value = call.body.get("input")
+    if not isinstance(value, list) or inputs(call.body) <= EMBEDDING_BATCH:
+        return [call]
+    return [
+        call.but(input=value[i : i + EMBEDDING_BATCH])
+        for i in range(0, len(value), EMBEDDING_BATCH)
+    ]
 
 
 def merged_embeddings(answers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,7 +135,7 @@ def merged_embeddings(answers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def merged_choices(answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """One chat completion with a choice from each answer (``choices`` > 1), usage summed.
+    """One completion with a choice from each answer (OpenAI's ``n`` > 1), usage summed.
     The prompt is counted once per call, as the calls were made."""
     choices = [{**a["choices"][0], "index": i} for i, a in enumerate(answers)]
     merged = {**answers[0], "choices": choices}
@@ -148,30 +145,27 @@ def merged_choices(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-async def _call(
+async def _send(
     deps: Deps,
     flavor: Flavor,
     endpoint: str,
     api_key: str | None,
-    job: LLMJob,
-    messages: list[Message] | None,
-    emit: Callable[[dict[str, Any]], Awaitable[None]],
+    call: Call,
+    emit: Emit | None,
 ) -> dict[str, Any]:
-    """One provider call: the job's own (chat, streamed chat, embeddings) or ``messages``."""
-    speak, params = wire(flavor.spec.provider), job.spec.parameters
-    to = Target(deps.http, endpoint, flavor.spec, api_key)
-    if messages is not None:
-        return await speak.chat(to, messages, params)
-    if job.spec.task == "embeddings":
-        parts = embedding_batches(job.spec.texts or [])
-        return merged_embeddings([await speak.embed(to, part, params) for part in parts])
-    chat = job.spec.messages or []
-    if params is not None and (params.choices or 1) > 1:
-        calls = [speak.chat(to, chat, params) for _ in range(params.choices or 1)]
-        return merged_choices(list(await asyncio.gather(*calls)))
-    if job.spec.stream:
-        return await speak.chat_stream(to, chat, params, emit)
-    return await speak.chat(to, chat, params)
+    """One answer from the flavor's server: embeddings in batches, ``n`` choices as one
+    call each (not every server makes several), the rest as it is."""
+    speak, to = wire_of(flavor.spec.provider), Target(deps.http, endpoint, flavor.spec, api_key)
+    if call.endpoint == wire.EMBEDDINGS:
+        # Floats from the server: an answer LLMLoom checks and stores; the API encodes it
+        # as the client asked.
+        parts = embedding_batches(call.but(encoding_format="float"))
+        return merged_embeddings([await speak.call(to, part) for part in parts])
+    n = wire.choices(call.body)
+    if n > 1 and call.endpoint in (wire.CHAT, wire.COMPLETIONS):
+        one = call.but(n=None)
+        return merged_choices(list(await asyncio.gather(*(speak.call(to, one) for _ in range(n)))))
+    return await speak.call(to, call, emit if call.stream else None)
 
 
 async def call_with_retries(
@@ -179,10 +173,10 @@ async def call_with_retries(
     flavor: Flavor,
     endpoint: str,
     job: LLMJob,
-    messages: list[Message] | None = None,
+    call: Call,
 ) -> tuple[dict[str, Any], float]:
-    """One flavor, retried within its ``retry`` on errors that may pass. ``messages``: a
-    chat call with these instead of the job's own input (never streamed).
+    """One flavor, retried within its ``retry`` on errors that may pass; a streamed call
+    publishes its chunks for the API to relay.
 
     Returns:
         The response, and how long the call that gave it took (ms).
@@ -212,7 +206,7 @@ async def call_with_retries(
         try:
             async with deps.call_slot(flavor):
                 started = time.monotonic()
-                response = await _call(deps, flavor, endpoint, api_key, job, messages, emit)
+                response = await _send(deps, flavor, endpoint, api_key, call, emit)
         except ProviderError as exc:
             if sent:  # the client has part of an answer: another call cannot continue it
                 raise ProviderError(
@@ -238,7 +232,7 @@ async def call_with_retries(
 async def complete(
     deps: Deps,
     job: LLMJob,
-    messages: list[Message] | None = None,
+    call: Call | None = None,
     first: Flavor | None = None,
     beside: bool = True,
 ) -> Answer:
@@ -246,13 +240,14 @@ async def complete(
     the prompt overflows its context, or its failoverFlavors when it keeps failing.
 
     Args:
-        messages: a chat call with these instead of the job's own input.
+        call: what to send (default: the job's own request, stored or from its spec).
         first: the flavor to ask first, when already loaded or not the job's own.
         beside: ``first`` is the job's own flavor, whose server may run beside this
             worker (settings.endpoint).
     """
     ns = job.metadata.namespace
     head = first or await load_flavor(deps, ns, job.spec.flavor)
+    call = call or await job_call(deps, job)
     chain: list[tuple[Flavor, bool]] = [(head, beside)]
     fell_back = False
     last: ProviderError | None = None
@@ -260,8 +255,8 @@ async def complete(
         flavor, local = chain.pop(0)
         try:
             endpoint = endpoint_of(deps, flavor, local)
-            response, ms = await call_with_retries(deps, flavor, endpoint, job, messages)
-            usage = usage_of(response, job, flavor, messages)
+            response, ms = await call_with_retries(deps, flavor, endpoint, job, call)
+            usage = usage_of(response, call, flavor)
             return Answer(response, usage, flavor.metadata.name, ms)
         except ProviderError as exc:
             if exc.reason == "ContextLengthExceeded":
@@ -279,11 +274,12 @@ async def complete(
                     continue
                 raise JobFailed(exc.reason, exc.message, 400) from exc
             if not exc.retryable:
-                raise JobFailed(exc.reason, exc.message, 502) from exc
+                raise JobFailed(exc.reason, exc.message, exc.client_status) from exc
             last = exc
         if flavor is head:
             for name in flavor.spec.failover_flavors:
                 chain.append((await load_flavor(deps, ns, name, " (failoverFlavors)"), False))
-    assert last is not None
+    if last is None:  # no flavor was tried: cannot be, the chain starts with one
+        raise JobFailed("NoFlavor", f"no flavor could be tried for {job.spec.flavor!r}", 502)
     tried = "retries and failover" if head.spec.failover_flavors else "retries"
     raise JobFailed(last.reason, f"{last.message} (gave up after {tried})", 502)

@@ -48,6 +48,7 @@ import tiktoken
 from llmloom import chunking, httpio, tokens
 from llmloom.kube import FLAVORS, LLMJOBS, SECRETS, Resource
 from llmloom.resources import Chunking, Flavor, LLMJob, Message, Progress, ProgressPhase, Usage
+from llmloom.worker.bodies import messages_call
 from llmloom.worker.calls import Answer, complete, load_flavor
 from llmloom.worker.deps import Deps, JobFailed
 
@@ -761,7 +762,8 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
 
     async def call(messages: list[Message], flavor: Flavor) -> Answer:
         own = flavor.metadata.name == primary.metadata.name
-        return await complete(deps, job, messages, first=flavor, beside=own)
+        call = messages_call(messages, job.spec.parameters)
+        return await complete(deps, job, call, first=flavor, beside=own)
 
     async def write(progress: Progress) -> bool:
         return await write_progress(deps, job, progress)

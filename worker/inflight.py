@@ -2,16 +2,20 @@
 
 A worker may run dozens of jobs at once, so the per-job chores are shared: one
 task writes the leases of every running version (taken, renewed, dropped) in
-a single Redis round trip per batch of changes, and one watch per namespace on
-LLMJobs tells each running version at once when its job is deleted, edited,
-suspended or ended elsewhere (by the operator at its deadline). A poll per
-job would cost an API-server request per job every few seconds and notice a
-cancellation only at the next poll.
+a single Redis round trip per batch of changes, and one watch per flavor on
+the LLMJobs of that flavor only (``fieldSelector=spec.flavor=<name>``) tells
+each running version at once when its job is deleted, edited, suspended or
+ended elsewhere (by the operator at its deadline). A poll per job would cost
+an API-server request per job every few seconds and notice a cancellation
+only at the next poll; a watch of the whole namespace would bring every
+worker every job of every flavor.
 
 The watch also keeps the latest object of each job of the worker's flavors
 (as an informer's cache does), so starting a job usually needs no read: the
 status writes carry its resourceVersion, and a stale copy only costs the
-conflict and a fresh read.
+conflict and a fresh read. It remembers the jobs deleted lately too: a
+request's job comes with its spec in its queue entry and is started without
+a read, unless it was deleted (cancelled) before a worker took it.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 
-from llmloom import GROUP, VERSION, conditions, queues
+from llmloom import GROUP, VERSION, batches, conditions, queues
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.worker.deps import Deps
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 WATCH_RETRY_SECONDS = 1.0
 LEASE_RETRY_SECONDS = 0.5
 FLUSH_SECONDS = 5.0
+REMEMBERED_DELETIONS = 10_000
+"""How many deleted jobs a worker remembers (a job is deleted after it was queued)."""
 
 
 def stop_reason(ref: JobRef, obj: Obj | None) -> str | None:
@@ -53,7 +60,7 @@ class Inflight:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self._running: dict[str, tuple[JobRef, asyncio.Future[str]]] = {}
-        self._watches: dict[str, asyncio.Task[None]] = {}
+        self._watches: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._renewer: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._changes: list[tuple[JobRef, bool]] = []
@@ -61,13 +68,23 @@ class Inflight:
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._writing = False
-        self._flavors = {tuple(q.split("/", 1)) for q in deps.settings.queues}
+        self._flavors: set[tuple[str, str]] = {
+            (ns, name) for ns, _, name in (q.partition("/") for q in deps.settings.queues)
+        }
         self._objects: dict[str, Obj] = {}
+        self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._cancels: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Watch the namespaces of the worker's queues from now on (on the loop)."""
-        for namespace, _ in self._flavors:
-            self._ensure_watch(namespace)
+        """Watch the jobs of the worker's flavors, and the cancellations of batches, from
+        now on (on the loop)."""
+        for key in self._flavors:
+            self._ensure_watch(key)
+        self._cancels = asyncio.create_task(self._listen_cancels())
+
+    def deleted(self, uid: str) -> bool:
+        """Whether the watch saw this job deleted (lately)."""
+        return uid in self._deleted
 
     def latest(self, ref: JobRef) -> Obj | None:
         """The job as the watch last saw it, if that is the version ``ref`` names."""
@@ -78,15 +95,19 @@ class Inflight:
 
     def _remember(self, namespace: str, obj: Obj, deleted: bool = False) -> None:
         uid = obj.get("metadata", {}).get("uid")
+        if deleted:
+            self._deleted[uid] = None
+            while len(self._deleted) > REMEMBERED_DELETIONS:
+                self._deleted.popitem(last=False)
         if deleted or (namespace, obj.get("spec", {}).get("flavor")) not in self._flavors:
             self._objects.pop(uid, None)
         else:
             self._objects[uid] = obj
 
-    def _ensure_watch(self, namespace: str) -> None:
-        watch = self._watches.get(namespace)
+    def _ensure_watch(self, key: tuple[str, str]) -> None:
+        watch = self._watches.get(key)
         if watch is None or watch.done():
-            self._watches[namespace] = asyncio.create_task(self._watch(namespace))
+            self._watches[key] = asyncio.create_task(self._watch(*key))
 
     def __len__(self) -> int:
         return len(self._running)
@@ -103,7 +124,9 @@ class Inflight:
         self._lease_change(ref, True)
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew())
-        self._ensure_watch(ref.namespace)
+        for key in self._flavors:
+            if key[0] == ref.namespace:
+                self._ensure_watch(key)  # started with the worker; alive again if it died
         return stop
 
     async def leave(self, ref: JobRef) -> None:
@@ -122,7 +145,11 @@ class Inflight:
 
     async def close(self) -> None:
         await self.flush()
-        tasks = [t for t in (self._renewer, self._writer, *self._watches.values()) if t is not None]
+        tasks = [
+            t
+            for t in (self._renewer, self._writer, self._cancels, *self._watches.values())
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -172,21 +199,51 @@ class Inflight:
             for ref, _ in list(self._running.values()):
                 self._lease_change(ref, True)
 
+    async def _listen_cancels(self) -> None:
+        """Stop the lines in flight of a batch announced cancelled (or expired): one
+        subscription per worker process."""
+        while True:
+            pubsub = self.deps.redis.pubsub()
+            try:
+                await pubsub.psubscribe(batches.CANCEL_PREFIX + "*")
+                async for msg in pubsub.listen():
+                    if msg["type"] != "pmessage":
+                        continue
+                    channel = msg["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    uid = channel[len(batches.CANCEL_PREFIX) :]
+                    for ref, stop in list(self._running.values()):
+                        if ref.line is not None and ref.uid == uid and not stop.done():
+                            stop.set_result("batch-cancelled")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("batch cancellations unheard (%s); subscribing again", exc)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
     def _check(self, ref: JobRef, stop: asyncio.Future[str], obj: Obj | None) -> None:
         reason = stop_reason(ref, obj)
         if reason is not None and not stop.done():
             stop.set_result(reason)
 
-    async def _watch(self, namespace: str) -> None:
-        """Follow the namespace's LLMJobs; list again whenever the watch breaks."""
+    async def _watch(self, namespace: str, flavor: str) -> None:
+        """Follow the LLMJobs of one flavor; list again whenever the watch breaks."""
+        selector = f"spec.flavor={flavor}"
         while True:
             try:
-                items, version = await self.deps.kube.list_with_version(LLMJOBS, namespace)
+                items, version = await self.deps.kube.list_with_version(
+                    LLMJOBS, namespace, field_selector=selector
+                )
                 by_uid = {o["metadata"]["uid"]: o for o in items}
                 gone = [
                     uid
                     for uid, o in self._objects.items()
-                    if o["metadata"]["namespace"] == namespace and uid not in by_uid
+                    if o["metadata"]["namespace"] == namespace
+                    and o.get("spec", {}).get("flavor") == flavor
+                    and uid not in by_uid
                 ]
                 for uid in gone:
                     self._objects.pop(uid)
@@ -196,9 +253,11 @@ class Inflight:
                     obj.setdefault("kind", "LLMJob")
                     self._remember(namespace, obj)
                 for ref, stop in list(self._running.values()):
-                    if ref.namespace == namespace:
+                    if ref.namespace == namespace and (ref.uid in by_uid or ref.uid in gone):
                         self._check(ref, stop, by_uid.get(ref.uid))
-                async for event in self.deps.kube.watch(LLMJOBS, namespace, version):
+                async for event in self.deps.kube.watch(
+                    LLMJOBS, namespace, version, field_selector=selector
+                ):
                     kind, obj = event.get("type"), event.get("object", {})
                     if kind == "ERROR":
                         break  # e.g. 410 Gone: the version is too old, list again
@@ -213,5 +272,5 @@ class Inflight:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watch of LLMJobs in %s broke: %s", namespace, exc)
+                log.warning("watch of the LLMJobs of %s/%s broke: %s", namespace, flavor, exc)
                 await asyncio.sleep(WATCH_RETRY_SECONDS)

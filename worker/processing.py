@@ -5,16 +5,23 @@ reference, so every step starts from the object as the API server has it: a
 deleted, recreated or edited job is recognised and left alone. Status is
 written read-modify-write with the resourceVersion as a precondition, so the
 operator's conditions are never lost.
+
+A request's job is the exception that makes a request cheap: its queue entry
+carries its (small) spec, so it starts without a read, and the worker is the
+one writer of its status, so the status is written whole in one request,
+without a read or a precondition other than the job's uid.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from llmloom import WORKER, events, jobstatus, results, streams, timestamps
+from llmloom import API_VERSION, WORKER, events, jobstatus, origin, results, streams, timestamps
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
@@ -88,11 +95,30 @@ async def process(deps: Deps, inflight: Inflight, ref: JobRef, attempt: int = 1)
         await inflight.leave(ref)
 
 
+def _from_entry(ref: JobRef) -> Obj:
+    """A request's job as its queue entry describes it (no status yet: the worker writes
+    all of it)."""
+    meta: dict[str, Any] = {
+        "name": ref.name,
+        "namespace": ref.namespace,
+        "uid": ref.uid,
+        "generation": ref.generation,
+        "labels": {origin.LABEL: origin.REQUEST},
+    }
+    if ref.created:
+        meta["creationTimestamp"] = ref.created
+    return {"apiVersion": API_VERSION, "kind": "LLMJob", "metadata": meta, "spec": ref.spec}
+
+
 async def _process(
     deps: Deps, inflight: Inflight, ref: JobRef, stop: asyncio.Future[str], attempt_no: int
 ) -> str:
     # The watch's copy saves a read; a stale one only makes the first status write retry.
-    obj = inflight.latest(ref) or await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
+    obj = inflight.latest(ref)
+    if obj is None and ref.spec is not None:
+        obj = None if inflight.deleted(ref.uid) else _from_entry(ref)
+    elif obj is None:
+        obj = await deps.kube.find(LLMJOBS, ref.namespace, ref.name)
     # The same test the watch applies while the job runs: deleted, edited, suspended, ended.
     reason = stop_reason(ref, obj)
     if reason is not None:
@@ -131,17 +157,10 @@ async def _process(
     if job.spec.stream:
         await streams.finish(deps.redis, key, stored.error.model_dump() if stored.error else None)
     running = await started.settle()
-    await deps.kube.update_status(
-        LLMJOBS,
-        ref.namespace,
-        ref.name,
-        jobstatus.mark_finished(ref, stored, nbytes, usage, used, (attempt_no, started.at)),
-        uid=ref.uid,
-        generation=ref.generation,
-        # Saves a read; a newer object makes the write retry from a fresh one.
-        current=running or obj,
-    )
-    if stored.ok and events.routine_events(obj["metadata"]):
+    finished = jobstatus.mark_finished(ref, stored, nbytes, usage, used, (attempt_no, started.at))
+    # Saves a read; a newer object makes the write retry from a fresh one.
+    await write_status(deps, ref, running or obj, finished)
+    if stored.ok and origin.routine_events(obj["metadata"]):
         tokens_used = usage.total_tokens if usage else 0
         await events.post(
             deps.kube,
@@ -164,6 +183,31 @@ async def _process(
     state = "succeeded" if stored.ok else "failed"
     log.info("job %s/%s generation %d %s", ref.namespace, ref.name, ref.generation, state)
     return state
+
+
+async def write_status(
+    deps: Deps, ref: JobRef, current: Obj, mutate: Callable[[dict[str, Any]], None]
+) -> Obj | None:
+    """Apply a status mutation to the job version: a request's job has its whole status
+    written in one request (the worker is its one writer); any other, read-modify-write
+    from ``current`` with its resourceVersion (the operator writes too).
+
+    Returns:
+        The job as written; None when it is gone, recreated or edited.
+    """
+    if origin.is_request(current.get("metadata") or {}):
+        status = copy.deepcopy(current.get("status") or {})
+        mutate(status)
+        return await deps.kube.set_status(LLMJOBS, ref.namespace, ref.name, ref.uid, status)
+    return await deps.kube.update_status(
+        LLMJOBS,
+        ref.namespace,
+        ref.name,
+        mutate,
+        uid=ref.uid,
+        generation=ref.generation,
+        current=current,
+    )
 
 
 class StartRecord:
@@ -191,15 +235,8 @@ class StartRecord:
         Returns:
             The job as written, which the final status write starts from.
         """
-        ref = self.ref
-        running = await self.deps.kube.update_status(
-            LLMJOBS,
-            ref.namespace,
-            ref.name,
-            jobstatus.mark_running(self.attempt, self.at),
-            uid=ref.uid,
-            generation=ref.generation,
-            current=self.obj,
+        running = await write_status(
+            self.deps, self.ref, self.obj, jobstatus.mark_running(self.attempt, self.at)
         )
         if running is None or self.attempt == 1:
             return running  # gone or edited (the watch stops the attempt), or a first start

@@ -1,14 +1,22 @@
 """Clients for the model servers' wire protocols, with their errors classified.
 
-One class per wire: ``OpenAIWire`` (OpenAI, vLLM, llama.cpp and every
-OpenAI-compatible server) and ``OllamaWire`` (Ollama's native API), each with
-the same three calls (``chat``, ``chat_stream``, ``embed``) on a ``Target``,
-the server of one flavor. ``wire(provider)`` picks the class of a flavor's
-provider.
+One class per wire, with one call, ``Wire.call``: a ``Call`` (an endpoint of
+the OpenAI API and its body) to the server of one flavor (a ``Target``),
+answered in the OpenAI API's shape, streamed chunk by chunk to ``emit`` when
+the call streams.
+
+- ``OpenAIWire`` (OpenAI, vLLM, llama.cpp and every OpenAI-compatible server):
+  the body goes as it is, with the flavor's model and at most its
+  ``maxOutputTokens``; the answer comes back whole (tool calls, logprobs,
+  refusals, reasoning, usage details), and a stream's chunks or events are
+  relayed as the server sends them.
+- ``OllamaWire`` (Ollama's native API): chat and embeddings translated both
+  ways (``llmloom.ollama``), completions through Ollama's own OpenAI route,
+  and the Responses API over chat (``llmloom.responses``).
 
 Each error becomes a ``ProviderError`` carrying a CamelCase reason (as it will
-appear in the job's Failed condition), the provider's own message, and whether
-trying again could help.
+appear in the job's Failed condition), the provider's own message, the status
+the client is answered with, and whether trying again could help.
 """
 
 from __future__ import annotations
@@ -17,16 +25,16 @@ import contextlib
 import email.utils
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from llmloom import httpio
+from llmloom import httpio, ollama, responses, wire
 from llmloom.httpio import Reply
-from llmloom.resources import FlavorSpec, Message, Parameters, Provider
+from llmloom.resources import FlavorSpec, Provider
+from llmloom.worker.bodies import Call
 
 
 class ProviderError(Exception):
@@ -46,6 +54,14 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         """Seconds the provider asked to wait (Retry-After), if it did."""
 
+    @property
+    def client_status(self) -> int:
+        """The status the client is answered with: a request the server refused is the
+        client's to fix (400, as OpenAI answers it); the rest is a bad gateway."""
+        if self.reason in ("ProviderRejected", "ContextLengthExceeded", "UnsupportedByProvider"):
+            return 413 if self.status == 413 else 400
+        return 502
+
 
 _CONTEXT_MARKERS = (
     "maximum context length",
@@ -63,7 +79,7 @@ def _error_text(resp: Reply) -> str:
         return resp.text[:2000]
     err = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(err, dict):
-        return str(err.get("message") or err)
+        return str(err.get("message") or err.get("detail") or err)
     return str(err)
 
 
@@ -83,7 +99,7 @@ def retry_after(value: str | None) -> float | None:
 
 
 def classify(resp: Reply) -> ProviderError:
-    """The ProviderError for an HTTP error answer of an OpenAI-wire server."""
+    """The ProviderError for an HTTP error answer of a model server."""
     text, code = _error_text(resp), resp.status
     if code == 400 and any(m in text.lower() for m in _CONTEXT_MARKERS):
         return ProviderError("ContextLengthExceeded", text, retryable=False, status=code)
@@ -101,28 +117,14 @@ def classify(resp: Reply) -> ProviderError:
     return ProviderError("ProviderRejected", text, retryable=False, status=code)
 
 
-def chat_body(
-    spec: FlavorSpec, messages: list[Message], params: Parameters | None
-) -> dict[str, Any]:
-    """The /chat/completions request body for a job."""
-    body: dict[str, Any] = {
-        "model": spec.model,
-        "messages": [m.model_dump(exclude_none=True) for m in messages],
-    }
-    if params is not None:
-        # Choices (OpenAI's n) are the worker's to make, one call each: not every server can.
-        body.update(params.model_dump(exclude_none=True, exclude={"choices"}))
-    if spec.max_output_tokens is not None:
-        body["max_tokens"] = min(
-            body.get("max_tokens", spec.max_output_tokens), spec.max_output_tokens
-        )
-    return body
+def _unsupported(exc: ollama.Untranslatable | responses.Unsupported) -> ProviderError:
+    return ProviderError(
+        "UnsupportedByProvider", f"{exc.param}: {exc.message}", retryable=False, status=400
+    )
 
 
-def _target(endpoint: str, path: str, api_key: str | None) -> tuple[str, dict[str, str]]:
-    """The URL of a provider route, and the headers that carry the key."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return endpoint.rstrip("/") + path, headers
+def _url(endpoint: str, path: str) -> str:
+    return endpoint.rstrip("/") + path
 
 
 @contextlib.contextmanager
@@ -138,151 +140,12 @@ def _transport_errors(url: str, seconds: float) -> Iterator[None]:
         raise ProviderError("EndpointUnreachable", f"{url}: {exc!r}", retryable=True) from exc
 
 
-async def _post(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    path: str,
-    body: dict[str, Any],
-    api_key: str | None,
-    seconds: float,
-) -> Reply:
-    """POST to the provider, with its key; transport failures and error answers raised
-    as classified ProviderErrors."""
-    url, headers = _target(endpoint, path, api_key)
-    with _transport_errors(url, seconds):
-        async with http.post(
-            url, json=body, headers=headers, timeout=httpio.timeout(seconds)
-        ) as resp:
-            reply = await httpio.read(resp)
-    if reply.status >= 400:
-        raise classify(reply)
-    return reply
-
-
-def _malformed(resp: Reply, what: str) -> ProviderError:
-    return ProviderError("MalformedResponse", f"not {what}: {resp.text[:500]}", retryable=True)
-
-
-def ollama_body(
-    spec: FlavorSpec, messages: list[Message], params: Parameters | None
-) -> dict[str, Any]:
-    """The native /api/chat request body for a job (sampling parameters go in options)."""
-    wire = chat_body(spec, messages, params)
-    options: dict[str, Any] = {}
-    for ours, theirs in (
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("seed", "seed"),
-        ("stop", "stop"),
-        ("max_tokens", "num_predict"),
-    ):
-        if ours in wire:
-            options[theirs] = wire[ours]
-    body: dict[str, Any] = {"model": spec.model, "messages": wire["messages"], "stream": False}
-    if options:
-        body["options"] = options
-    form = wire.get("response_format") or {}
-    if form.get("type") == "json_object":
-        body["format"] = "json"
-    elif form.get("type") == "json_schema":
-        body["format"] = (form.get("json_schema") or {}).get("schema", "json")
-    return body
-
-
-def _ollama_usage(data: dict[str, Any]) -> dict[str, int]:
-    prompt, completion = int(data.get("prompt_eval_count") or 0), int(data.get("eval_count") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-def _ollama_finish(data: dict[str, Any]) -> str:
-    return "length" if data.get("done_reason") == "length" else "stop"
-
-
-def from_ollama(data: dict[str, Any], model: str) -> dict[str, Any]:
-    """An Ollama /api/chat answer as an OpenAI ChatCompletion."""
-    return _assembled(
-        {"model": data.get("model")},
-        model,
-        [data["message"]["content"]],
-        _ollama_finish(data),
-        _ollama_usage(data),
-    )
-
-
-def _check_embeddings(resp: Reply, count: int) -> dict[str, Any]:
-    """The answer, if it holds one vector of floats per text (checked, not asserted:
-    ``python -O`` drops asserts)."""
-    try:
-        data: dict[str, Any] = resp.json()
-        vectors = data["data"]
-        whole = len(vectors) == count and all(isinstance(v["embedding"], list) for v in vectors)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _malformed(resp, f"{count} embeddings") from exc
-    if not whole:
-        raise _malformed(resp, f"{count} embeddings")
-    return data
-
-
-def embed_body(spec: FlavorSpec, texts: list[str], params: Parameters | None) -> dict[str, Any]:
-    """The embeddings request body both wires share."""
-    body: dict[str, Any] = {"model": spec.model, "input": texts}
-    if params is not None and params.dimensions is not None:
-        body["dimensions"] = params.dimensions
-    return body
+def _malformed(text: str, what: str) -> ProviderError:
+    return ProviderError("MalformedResponse", f"not {what}: {text[:500]}", retryable=True)
 
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-"""Publishes one chat.completion.chunk as it arrives."""
-
-
-def _assembled(
-    first: dict[str, Any] | None,
-    model: str,
-    content: list[str],
-    finish: str | None,
-    usage: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The chat completion that a stream of chunks amounts to."""
-    answer: dict[str, Any] = {
-        "id": (first or {}).get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": (first or {}).get("created") or int(time.time()),
-        "model": (first or {}).get("model") or model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(content)},
-                "finish_reason": finish or "stop",
-            }
-        ],
-    }
-    if usage:
-        answer["usage"] = usage
-    return answer
-
-
-async def _stream_lines(
-    http: aiohttp.ClientSession,
-    endpoint: str,
-    path: str,
-    body: dict[str, Any],
-    api_key: str | None,
-    seconds: float,
-) -> AsyncIterator[str]:
-    """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON)."""
-    url, headers = _target(endpoint, path, api_key)
-    with _transport_errors(url, seconds):
-        async with http.post(
-            url, json=body, headers=headers, timeout=httpio.timeout(seconds)
-        ) as resp:
-            if resp.status >= 400:
-                raise classify(await httpio.read(resp))
-            async for line in httpio.lines(resp):
-                yield line
+"""Publishes one chunk (or Responses event) of a streamed answer as it arrives."""
 
 
 @dataclass(frozen=True)
@@ -295,169 +158,339 @@ class Target:
     spec: FlavorSpec
     api_key: str | None = None
 
-    async def post(self, path: str, body: dict[str, Any]) -> Reply:
-        return await _post(
-            self.http, self.endpoint, path, body, self.api_key, self.spec.timeout_seconds
-        )
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
-        return _stream_lines(
-            self.http, self.endpoint, path, body, self.api_key, self.spec.timeout_seconds
-        )
+    def at(self, endpoint: str) -> Target:
+        """The same server, under another base URL."""
+        return Target(self.http, endpoint, self.spec, self.api_key)
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a JSON body; the JSON answer, or the classified ProviderError."""
+        url, seconds = _url(self.endpoint, path), self.spec.timeout_seconds
+        with _transport_errors(url, seconds):
+            async with self.http.post(
+                url, json=body, headers=self._headers(), timeout=httpio.timeout(seconds)
+            ) as resp:
+                reply = await httpio.read(resp)
+        if reply.status >= 400:
+            raise classify(reply)
+        try:
+            return reply.json()
+        except ValueError as exc:
+            raise _malformed(reply.text, "JSON") from exc
+
+    async def lines(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        """POST and yield the answer's non-empty lines as they arrive (SSE or NDJSON)."""
+        url, seconds = _url(self.endpoint, path), self.spec.timeout_seconds
+        with _transport_errors(url, seconds):
+            async with self.http.post(
+                url, json=body, headers=self._headers(), timeout=httpio.timeout(seconds)
+            ) as resp:
+                if resp.status >= 400:
+                    raise classify(await httpio.read(resp))
+                async for line in httpio.lines(resp):
+                    yield line
+
+    async def events(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """POST and yield the JSON of each server-sent event's data until ``[DONE]``; an
+        error event raises (a server fails a stream after its 200 that way)."""
+        async for line in self.lines(path, body):
+            if not line.startswith("data:"):
+                continue  # event: names, comments (keep-alives), ids
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                event = json.loads(data)
+            except ValueError as exc:
+                raise _malformed(data, "a server-sent event") from exc
+            if not isinstance(event, dict):
+                raise _malformed(data, "an event object")
+            if "error" in event and "choices" not in event and "type" not in event:
+                err = event["error"]
+                message = err.get("message") if isinstance(err, dict) else err
+                raise ProviderError("ProviderUnavailable", str(message), retryable=True)
+            yield event
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _checked(endpoint: str, data: Any, count: int = 0) -> dict[str, Any]:
+    """A whole answer of the endpoint's shape (checked, not asserted: ``python -O`` drops
+    asserts), or MalformedResponse."""
+    text = json.dumps(data)[:500]
+    if not isinstance(data, dict):
+        raise _malformed(text, "an answer object")
+    if endpoint in (wire.CHAT, wire.COMPLETIONS):
+        if not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise _malformed(text, "a completion")
+    elif endpoint == wire.RESPONSES:
+        if not isinstance(data.get("output"), list):
+            raise _malformed(text, "a response")
+    elif endpoint == wire.EMBEDDINGS:
+        vectors = data.get("data")
+        if not (
+            isinstance(vectors, list)
+            and len(vectors) == count
+            and all(isinstance(v, dict) and isinstance(v.get("embedding"), list) for v in vectors)
+        ):
+            raise _malformed(text, f"{count} embeddings")
+    return data
+
+
+def inputs(body: dict[str, Any]) -> int:
+    """How many vectors an embeddings request asks for."""
+    value = body.get("input")
+    if isinstance(value, list) and value and not isinstance(value[0], int):
+        return len(value)
+    return 1
+
+
+def _append(into: dict[str, Any], key: str, piece: Any) -> None:
+    if isinstance(piece, str) and piece:
+        into[key] = (into.get(key) or "") + piece
+
+
+class ChatAnswer:
+    """A chat completion assembled from its chunks: content, reasoning, refusal, tool
+    calls (by index) and logprobs of every choice, usage and the server's details."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for key, value in chunk.items():
+            if key not in ("choices", "object") and value is not None:
+                self.head[key] = value
+        for choice in chunk.get("choices") or []:
+            index = int(choice.get("index") or 0)
+            into = self.choices.setdefault(
+                index,
+                {
+                    "index": index,
+                    "message": {"role": "assistant"},
+                    "logprobs": None,
+                    "finish_reason": None,
+                },
+            )
+            message, delta = into["message"], choice.get("delta") or {}
+            for key in ("content", "reasoning_content", "reasoning", "refusal"):
+                _append(message, key, delta.get(key))
+            if delta.get("role"):
+                message["role"] = delta["role"]
+            for call in delta.get("tool_calls") or []:
+                calls = message.setdefault("tool_calls", [])
+                at = int(call.get("index") or 0)
+                while len(calls) <= at:
+                    calls.append({"id": "", "type": "function", "function": {"name": ""}})
+                known, function = calls[at], call.get("function") or {}
+                known["id"] = call.get("id") or known["id"]
+                known["type"] = call.get("type") or known["type"]
+                _append(known["function"], "name", function.get("name"))
+                known["function"].setdefault("arguments", "")
+                _append(known["function"], "arguments", function.get("arguments"))
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                merged = into["logprobs"] = into["logprobs"] or {}
+                for key, value in logprobs.items():
+                    if isinstance(value, list):
+                        merged[key] = (merged.get(key) or []) + value
+            if choice.get("finish_reason"):
+                into["finish_reason"] = choice["finish_reason"]
+
+    def result(self, model: str) -> dict[str, Any]:
+        choices = [self.choices[i] for i in sorted(self.choices)]
+        for choice in choices:
+            message = choice["message"]
+            message.setdefault("content", None if message.get("tool_calls") else "")
+            choice["finish_reason"] = choice["finish_reason"] or "stop"
+        answer = {**self.head, "object": "chat.completion", "choices": choices}
+        answer.setdefault("id", f"chatcmpl-{int(time.time() * 1000)}")
+        answer.setdefault("created", int(time.time()))
+        answer["model"] = answer.get("model") or model
+        return answer
+
+
+class CompletionAnswer:
+    """A text completion assembled from its chunks."""
+
+    def __init__(self) -> None:
+        self.head: dict[str, Any] = {}
+        self.choices: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for key, value in chunk.items():
+            if key not in ("choices", "object") and value is not None:
+                self.head[key] = value
+        for choice in chunk.get("choices") or []:
+            index = int(choice.get("index") or 0)
+            into = self.choices.setdefault(
+                index, {"index": index, "text": "", "logprobs": None, "finish_reason": None}
+            )
+            into["text"] += str(choice.get("text") or "")
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                merged = into["logprobs"] = into["logprobs"] or {}
+                for key, value in logprobs.items():
+                    if isinstance(value, list):
+                        merged[key] = (merged.get(key) or []) + value
+                    else:
+                        merged[key] = value
+            if choice.get("finish_reason"):
+                into["finish_reason"] = choice["finish_reason"]
+
+    def result(self, model: str) -> dict[str, Any]:
+        choices = [self.choices[i] for i in sorted(self.choices)]
+        answer = {**self.head, "object": "text_completion", "choices": choices}
+        answer["model"] = answer.get("model") or model
+        return answer
+
+
+# --------------------------------------------------------------------------- wires
+
+
+def limited(spec: FlavorSpec, call: Call) -> dict[str, Any]:
+    """The body with the flavor's model, and its output held to ``maxOutputTokens``."""
+    body = {**call.body, "model": spec.model}
+    limit = spec.max_output_tokens
+    if limit is None or call.endpoint == wire.EMBEDDINGS:
+        return body
+    keys = {
+        wire.CHAT: ("max_completion_tokens", "max_tokens"),
+        wire.COMPLETIONS: ("max_tokens",),
+        wire.RESPONSES: ("max_output_tokens",),
+    }[call.endpoint]
+    asked = [k for k in keys if isinstance(body.get(k), int)]
+    for key in asked:
+        body[key] = min(body[key], limit)
+    if not asked:
+        body[keys[-1]] = limit
+    return body
 
 
 class Wire:
-    """How to speak to one kind of model server: a chat answer, a streamed one, vectors."""
+    """How to speak to one kind of model server."""
 
-    async def chat(
-        self, to: Target, messages: list[Message], params: Parameters | None
-    ) -> dict[str, Any]:
-        """One chat completion, answered as an OpenAI ChatCompletion."""
-        raise NotImplementedError
-
-    async def chat_stream(
-        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
-    ) -> dict[str, Any]:
-        """A chat completion whose OpenAI chunks are emitted as they come; returns the
-        whole answer."""
-        raise NotImplementedError
-
-    async def embed(
-        self, to: Target, texts: list[str], params: Parameters | None
-    ) -> dict[str, Any]:
-        """One vector per text, in order, in the OpenAI shape."""
+    async def call(self, to: Target, call: Call, emit: Emit | None = None) -> dict[str, Any]:
+        """The answer to one call, in the OpenAI API's shape; streamed to ``emit`` too
+        when it is given (the call streams)."""
         raise NotImplementedError
 
 
 class OpenAIWire(Wire):
     """The OpenAI wire: OpenAI, vLLM, llama.cpp and other compatible servers."""
 
-    async def chat(
-        self, to: Target, messages: list[Message], params: Parameters | None
-    ) -> dict[str, Any]:
-        resp = await to.post("/chat/completions", chat_body(to.spec, messages, params))
-        try:
-            data: dict[str, Any] = resp.json()
-            data["choices"][0]["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _malformed(resp, "a chat completion") from exc
-        return data
-
-    async def chat_stream(
-        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
-    ) -> dict[str, Any]:
-        body = {
-            **chat_body(to.spec, messages, params),
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        first: dict[str, Any] | None = None
-        content: list[str] = []
-        finish: str | None = None
-        usage: dict[str, Any] | None = None
-        async for line in to.stream("/chat/completions", body):
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            try:
-                chunk = json.loads(data)
-            except ValueError as exc:
-                raise ProviderError(
-                    "MalformedResponse", f"not a chunk: {data[:300]}", retryable=True
-                ) from exc
-            first = first or chunk
-            for choice in chunk.get("choices") or []:
-                content.append((choice.get("delta") or {}).get("content") or "")
-                finish = choice.get("finish_reason") or finish
-            usage = chunk.get("usage") or usage
+    async def call(self, to: Target, call: Call, emit: Emit | None = None) -> dict[str, Any]:
+        body, path = limited(to.spec, call), wire.path(call.endpoint)
+        if emit is None:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+            count = inputs(body) if call.endpoint == wire.EMBEDDINGS else 0
+            return _checked(call.endpoint, await to.post(path, body), count)
+        body["stream"] = True
+        if call.endpoint in (wire.CHAT, wire.COMPLETIONS):
+            # The usage chunk settles the tokens; the API leaves it out for a client
+            # that did not ask for it.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        if call.endpoint == wire.RESPONSES:
+            final: dict[str, Any] | None = None
+            async for event in to.events(path, body):
+                await emit(event)
+                if event.get("type") in ("response.completed", "response.incomplete"):
+                    final = event.get("response")
+                elif event.get("type") in ("response.failed", "error"):
+                    # An "error" event says its message itself; response.failed, in the
+                    # response's error.
+                    error = (event.get("response") or {}).get("error") or event
+                    message = error.get("message") if isinstance(error, dict) else error
+                    raise ProviderError(
+                        "ProviderFailed", str(message or "the response failed"), retryable=False
+                    )
+            if not isinstance(final, dict):
+                raise _malformed("", "a streamed response ending with response.completed")
+            return final
+        answer = ChatAnswer() if call.endpoint == wire.CHAT else CompletionAnswer()
+        async for chunk in to.events(path, body):
             await emit(chunk)
-        return _assembled(first, to.spec.model, content, finish, usage)
-
-    async def embed(
-        self, to: Target, texts: list[str], params: Parameters | None
-    ) -> dict[str, Any]:
-        body = {**embed_body(to.spec, texts, params), "encoding_format": "float"}
-        return _check_embeddings(await to.post("/embeddings", body), len(texts))
+            answer.add(chunk)
+        return answer.result(to.spec.model)
 
 
 class OllamaWire(Wire):
-    """Ollama's native API (``/api/chat``, ``/api/embed``), answered in OpenAI's shapes."""
+    """Ollama: its native chat and embed APIs, translated both ways; its own OpenAI route
+    for completions; the Responses API over chat."""
 
-    async def chat(
-        self, to: Target, messages: list[Message], params: Parameters | None
-    ) -> dict[str, Any]:
-        resp = await to.post("/api/chat", ollama_body(to.spec, messages, params))
+    async def call(self, to: Target, call: Call, emit: Emit | None = None) -> dict[str, Any]:
         try:
-            return from_ollama(resp.json(), to.spec.model)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _malformed(resp, "an Ollama chat answer") from exc
+            if call.endpoint == wire.CHAT:
+                return await self._chat(to, call, emit)
+            if call.endpoint == wire.EMBEDDINGS:
+                body = ollama.embed_request(call.body, to.spec.model)
+                data = await to.post("/api/embed", body)
+                try:
+                    mapped = ollama.embed_response(data, to.spec.model)
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise _malformed(json.dumps(data), "an Ollama embed answer") from exc
+                return _checked(wire.EMBEDDINGS, mapped, inputs(call.body))
+            if call.endpoint == wire.COMPLETIONS:
+                return await OpenAIWire().call(to.at(_url(to.endpoint, "/v1")), call, emit)
+            return await self._respond(to, call, emit)
+        except (ollama.Untranslatable, responses.Unsupported) as exc:
+            raise _unsupported(exc) from exc
 
-    async def chat_stream(
-        self, to: Target, messages: list[Message], params: Parameters | None, emit: Emit
-    ) -> dict[str, Any]:
-        body = {**ollama_body(to.spec, messages, params), "stream": True}
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        content: list[str] = []
-        finish: str | None = None
-        usage: dict[str, Any] | None = None
-        async for line in to.stream("/api/chat", body):
+    async def _chat(self, to: Target, call: Call, emit: Emit | None) -> dict[str, Any]:
+        body = limited(to.spec, call)
+        request = ollama.chat_request(body, to.spec.model, stream=emit is not None)
+        if emit is None:
+            data = await to.post("/api/chat", request)
+            try:
+                return ollama.chat_response(data, to.spec.model)
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise _malformed(json.dumps(data), "an Ollama chat answer") from exc
+        chunks, answer, done = ollama.ChunkMaker(to.spec.model), ChatAnswer(), False
+        async for line in to.lines("/api/chat", request):
             try:
                 part = json.loads(line)
-                text = (part.get("message") or {}).get("content") or ""
-            except (ValueError, AttributeError) as exc:
-                raise ProviderError(
-                    "MalformedResponse", f"not an Ollama chunk: {line[:300]}", retryable=True
-                ) from exc
+            except ValueError as exc:
+                raise _malformed(line, "an Ollama chunk") from exc
+            if not isinstance(part, dict):
+                raise _malformed(line, "an Ollama chunk")
             if "error" in part:  # Ollama reports a failure after the 200 as a line of its own
                 raise ProviderError("ProviderUnavailable", str(part["error"]), retryable=True)
-            if part.get("done"):
-                finish, usage = _ollama_finish(part), _ollama_usage(part)
-            content.append(text)
-            chunk = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": to.spec.model,
-                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-            }
-            await emit(chunk)
-            if usage:
-                await emit({**chunk, "choices": [], "usage": usage})
-        if finish is None:  # every Ollama stream ends with a done line
+            for chunk in chunks.chunks(part):
+                await emit(chunk)
+                answer.add(chunk)
+            done = done or bool(part.get("done"))
+        if not done:  # every Ollama stream ends with a done line
             raise ProviderError(
-                "MalformedResponse",
-                "the Ollama stream ended without its done line",
-                retryable=True,
+                "MalformedResponse", "the Ollama stream ended without its done line", retryable=True
             )
-        return _assembled({"id": ident, "created": created}, to.spec.model, content, finish, usage)
+        return answer.result(to.spec.model)
 
-    async def embed(
-        self, to: Target, texts: list[str], params: Parameters | None
-    ) -> dict[str, Any]:
-        resp = await to.post("/api/embed", embed_body(to.spec, texts, params))
-        try:
-            data = resp.json()
-            vectors = data["embeddings"]
-            tokens = int(data.get("prompt_eval_count") or 0)
-            mapped = {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": v}
-                    for i, v in enumerate(vectors)
-                ],
-                "model": data.get("model") or to.spec.model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _malformed(resp, "an Ollama embed answer") from exc
-        return _check_embeddings(Reply.of_json(200, mapped), len(texts))
+    async def _respond(self, to: Target, call: Call, emit: Emit | None) -> dict[str, Any]:
+        chat = Call(wire.CHAT, responses.to_chat(call.body))
+        if emit is None:
+            return responses.from_chat(await self._chat(to, chat, None), call.body)
+        stream = responses.EventStream(call.body, to.spec.model)
+        for event in stream.start():
+            await emit(event)
+
+        async def relay(chunk: dict[str, Any]) -> None:
+            for event in stream.chunk(chunk):
+                await emit(event)
+
+        await self._chat(to, chat, relay)
+        for event in stream.end():
+            await emit(event)
+        return stream.response
 
 
 _WIRES: dict[str, Wire] = {"openai": OpenAIWire(), "vllm": OpenAIWire(), "ollama": OllamaWire()}
 
 
-def wire(provider: Provider) -> Wire:
+def wire_of(provider: Provider) -> Wire:
     """The wire a flavor's provider speaks (vLLM speaks OpenAI's)."""
     return _WIRES[provider]

@@ -22,6 +22,7 @@ from llmloom import httpio
 from llmloom.kube import Kube
 from llmloom.queues import JobRef
 from llmloom.settings import WorkerSettings
+from llmloom.worker.batchlines import process_line
 from llmloom.worker.deps import Deps
 from llmloom.worker.inflight import Inflight
 from llmloom.worker.processing import process
@@ -57,8 +58,12 @@ class Context:
         return self.submit(coro).result()
 
     async def run(self, payload: dict[str, Any], attempt: int) -> str:
-        """Run the job version a queue entry refers to (its ``attempt``-th start)."""
-        return await process(self.deps, self.inflight, JobRef.model_validate(payload), attempt)
+        """Run what a queue entry refers to: a job version (its ``attempt``-th start), or a
+        line of a batch."""
+        ref = JobRef.model_validate(payload)
+        if ref.line is not None:
+            return await process_line(self.deps, self.inflight, ref)
+        return await process(self.deps, self.inflight, ref, attempt)
 
     async def _close(self) -> None:
         await self.inflight.close()

@@ -24,6 +24,7 @@ from devstack.embedserver import EmbedServer
 from devstack.faultserver import FaultServer
 from devstack.inprocess import OperatorThread
 from devstack.modelserver import ModelServer
+from devstack.ollama import RealOllama
 from devstack.ollamaserver import OllamaServer
 from devstack.procs import Proc, free_port, wait_for
 from devstack.redisserver import RedisServer
@@ -32,7 +33,10 @@ from llmloom.settings import OperatorSettings
 
 LOG_SOURCES: list[Callable[[], str]] = []
 PY = [sys.executable, "-m", "llmloom.cli"]
-MAX_BODY_BYTES = 1_000_000
+MAX_BODY_BYTES = 24_000_000
+"""The test API's body limit: a 20 MB request goes through, 24 MB does not."""
+REQUEST_JOB_TTL_SECONDS = 120
+"""How long a request's job stays in the test API (tests look at it after the answer)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,6 +138,27 @@ class Api:
     proc: Proc
 
 
+def start_api(
+    cluster: Cluster, redis: RedisServer, identities: Identities, logs: Path, **settings: str
+) -> Api:
+    """An API process as the chart's ServiceAccount, with the test settings (and these)."""
+    port = free_port()
+    env = {
+        **cluster.env(),
+        "LLMLOOM_REDIS_URL": redis.url,
+        "LLMLOOM_KUBECONFIG": str(identities.api),
+        "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
+        "LLMLOOM_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "LLMLOOM_REQUEST_JOB_TTL_SECONDS": str(REQUEST_JOB_TTL_SECONDS),
+        "LLMLOOM_STREAM_KEEPALIVE_SECONDS": "1",
+        **settings,
+    }
+    proc = Proc(f"api-{port}", [*PY, "api", "--port", str(port)], logs, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/readyz").is_success, 60, "the API")
+    return Api(url=url, proc=proc)
+
+
 @pytest.fixture(scope="session")
 def api(
     cluster: Cluster,
@@ -142,20 +167,10 @@ def api(
     identities: Identities,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Api]:
-    port = free_port()
-    env = {
-        **cluster.env(),
-        "LLMLOOM_REDIS_URL": redis_server.url,
-        "LLMLOOM_KUBECONFIG": str(identities.api),
-        "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
-        "LLMLOOM_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-    }
-    proc = Proc("api", [*PY, "api", "--port", str(port)], tmp_path_factory.mktemp("api"), env)
-    LOG_SOURCES.append(lambda: f"===== api\n{proc.tail(40)}")
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/healthz").is_success, 60, "the API")
-    yield Api(url=url, proc=proc)
-    proc.stop()
+    started = start_api(cluster, redis_server, identities, tmp_path_factory.mktemp("api"))
+    LOG_SOURCES.append(lambda: f"===== api\n{started.proc.tail(40)}")
+    yield started
+    started.proc.stop()
 
 
 @dataclass
@@ -271,6 +286,15 @@ def ollama_server(
     """Ollama's native API, served by the project's own server on the real small models."""
     server = OllamaServer(tmp_path_factory.mktemp("ollama"), model_server.url)
     LOG_SOURCES.append(lambda: f"===== ollama server\n{server.proc.tail(20)}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealOllama]:
+    """The real Ollama (built by hack/build-ollama.sh) serving the packaged SmolLM2."""
+    server = RealOllama(tmp_path_factory.mktemp("real-ollama"))
+    LOG_SOURCES.append(lambda: f"===== ollama\n{server.proc.tail(30)}")
     yield server
     server.stop()
 

@@ -1,5 +1,6 @@
-"""The OpenAI Batch API through the official SDK: files, batches run as LLMJobs by the
-operator, their output and error files, cancelling, refused input, tenants."""
+"""The OpenAI Batch API through the official SDK: files, batches whose lines run as work
+items on the queues (no LLMJob each), their output and error files, cancelling,
+refused input, tenants."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from typing import Any, Final, Literal
 
 import openai
 import pytest
+import rq
 import yaml
 from openai.types import Batch
+from redis import Redis
+from rq.registry import StartedJobRegistry
 
 from devstack.embedserver import EmbedServer
 from devstack.faultserver import FaultServer
 from devstack.procs import Proc, wait_for
+from devstack.redisserver import RedisServer
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 from .test_rate_limits import limit, usage
@@ -107,11 +112,11 @@ def test_a_chat_batch_runs_to_completed_with_its_output_and_error_files(
     assert done.id in [b.id for b in sdk.batches.list()]
     listed = {f.id for f in sdk.files.list()}
     assert {input_id, done.output_file_id, done.error_file_id} <= listed
-    # kubectl shows the batch; its jobs went once their answers were in the files.
+    # kubectl shows the batch; its lines never were objects of their own.
     name = "batch-" + done.id.removeprefix("batch_")
     row = tenant.kubectl("get", "llmbatch", name, "--no-headers").split()
     assert row[1:5] == ["completed", "4", "3", "1"]
-    assert tenant.kubectl("get", "llmjobs", "-l", f"llmloom.io/batch={name}", "-o", "name") == ""
+    assert tenant.kubectl("get", "llmjobs", "-o", "name") == ""
     assert sdk.files.delete(input_id).deleted
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve(input_id)
@@ -152,19 +157,21 @@ def test_an_embeddings_batch_writes_vectors_in_the_encoding_asked_for(
 
 
 def test_cancelling_a_batch_stops_its_requests_and_reports_them(
-    api: Api, tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc]
+    api: Api,
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
 ) -> None:
     model = echo(tenant, fault_server, "slow", "delay/30")
     worker = start_worker(f"{tenant.namespace}/{model}")
     sdk = client(api, tenant)
     input_id = upload(sdk, *(chat_line(f"r{i}", model, str(i)) for i in range(3)))
     batch = sdk.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
-    name = "batch-" + batch.id.removeprefix("batch_")
-    wait_for(
-        lambda: "Running" in tenant.kubectl("get", "llmjobs", "-l", f"llmloom.io/batch={name}"),
-        30,
-        "a request of the batch to run",
-    )
+    # A batch's lines are work items on the flavor's low band, not LLMJobs.
+    low = rq.Queue(f"{tenant.namespace}/{model}:low", connection=Redis.from_url(redis_server.url))
+    wait_for(lambda: StartedJobRegistry(queue=low).count > 0, 30, "a request of the batch to run")
+    assert tenant.kubectl("get", "llmjobs", "-o", "name").strip() == ""
     cancelling = sdk.batches.cancel(batch.id)
     assert cancelling.status == "cancelling"
     done = wait_status(sdk, batch.id, "cancelled", timeout=30)
@@ -175,7 +182,7 @@ def test_cancelling_a_batch_stops_its_requests_and_reports_them(
     assert sorted(errors) == ["r0", "r1", "r2"]
     assert {e["error"]["code"] for e in errors.values()} == {"batch_cancelled"}
     # The provider call in flight was dropped, not waited for.
-    wait_for(lambda: "stopped: deleted" in worker.tail(), 10, "the worker to stop the call")
+    wait_for(lambda: "stopped: batch-cancelled" in worker.tail(), 10, "the worker to stop the call")
     with pytest.raises(openai.ConflictError):
         sdk.batches.cancel(batch.id)
 
@@ -197,7 +204,7 @@ def test_an_input_file_that_is_not_jsonl_fails_the_batch_with_the_line(
     with pytest.raises(openai.BadRequestError):
         sdk.batches.create(
             input_file_id=input_id,
-            endpoint="/v1/completions",
+            endpoint="/v1/moderations",
             completion_window="24h",
         )
     with pytest.raises(openai.NotFoundError):

@@ -55,16 +55,23 @@ def test_chat_completion_through_the_openai_sdk(
         and completion.usage.total_tokens > completion.usage.prompt_tokens
     )
 
-    # The request was an LLMJob: kubectl shows it finished, with the provider's token counts.
+    # The request was an LLMJob: kubectl shows it finished, with the provider's token counts,
+    # and the request by reference: no prompt in the object.
     name = raw.headers["x-llmloom-task"]
-    tenant.kubectl("wait", f"llmjob/{name}", "--for=condition=Accepted", "--timeout=30s")
+    tenant.kubectl("wait", f"llmjob/{name}", "--for=condition=Succeeded", "--timeout=30s")
     job = tenant.get("llmjob", name)
     status = job["status"]
     assert status["state"] == "Succeeded"
     assert status["usage"]["totalTokens"] == completion.usage.total_tokens
     assert status["usage"]["promptTokens"] == completion.usage.prompt_tokens
     assert status["flavorUsed"] == "smollm2" and status["attempts"] == 1
-    assert job["metadata"]["labels"]["llmloom.io/origin"] == "api"
+    assert job["metadata"]["labels"]["llmloom.io/origin"] == "request"
+    assert "messages" not in job["spec"] and "Name a colour" not in json.dumps(job)
+    assert job["spec"]["request"]["endpoint"] == "/v1/chat/completions"
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0  # it leaves once delivered
+    # No kopf annotation, no Accepted: the operator wrote nothing on it.
+    assert not [a for a in job["metadata"].get("annotations") or {} if a.startswith("llmloom")]
+    assert [c["type"] for c in status["conditions"]] == ["Succeeded"]
 
     # The answer lives in Redis under the versioned key the status points to.
     stored = Redis.from_url(redis_server.url).get(status["result"]["key"])
@@ -123,7 +130,7 @@ def test_job_naming_a_missing_flavor_fails_with_a_reason(tenant: Tenant, api: Ap
     ("spec", "expected"),
     [
         ({"flavor": "x", "messages": []}, "should have at least 1 items"),
-        ({"flavor": "x"}, "a chat job takes spec.messages (and no spec.texts)"),
+        ({"flavor": "x"}, "a chat job takes spec.messages or spec.request (and no spec.texts)"),
         (
             {"flavor": "x", "task": "poetry", "messages": [{"role": "user", "content": "x"}]},
             'supported values: "chat", "embeddings"',
@@ -138,7 +145,7 @@ def test_job_naming_a_missing_flavor_fails_with_a_reason(tenant: Tenant, api: Ap
         ),
         (
             {"flavor": "x", "task": "embeddings", "messages": [{"role": "user", "content": "x"}]},
-            "an embeddings job takes spec.texts (and no spec.messages)",
+            "an embeddings job takes spec.texts or spec.request (and no spec.messages)",
         ),
     ],
     ids=["empty-messages", "no-messages", "unknown-task", "temperature", "embeddings-messages"],

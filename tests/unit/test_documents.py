@@ -19,6 +19,11 @@ from llmloom.worker.deps import JobFailed
 ENC = tokens.encoding_for("gpt-4")
 
 
+def said(message: Message) -> str:
+    """A plain message's text (document jobs send text, never parts)."""
+    return message.content or ""
+
+
 def flavor(name: str = "small", **spec: Any) -> Flavor:
     return Flavor.model_validate(
         {
@@ -109,11 +114,11 @@ def test_progress_estimates_for_the_reduction() -> None:
 def test_messages_put_the_instruction_after_the_document() -> None:
     msgs = docs.map_messages("chunk text", 2, 5, "List the names.")
     assert [m.role for m in msgs] == ["system", "user", "user"]
-    assert "part 2 of 5" in msgs[0].content and msgs[-1].content == "List the names."
+    assert "part 2 of 5" in said(msgs[0]) and said(msgs[-1]) == "List the names."
     parts = [docs.Part(1, 2, "A", 1), docs.Part(3, 3, "B", 1)]
     reduce = docs.reduce_messages(parts, "List the names.", "Merge.")
-    assert "List the names." in reduce[0].content
-    assert reduce[1].content == "[parts 1-2]\nA\n\n[part 3]\nB" and reduce[-1].content == "Merge."
+    assert "List the names." in said(reduce[0])
+    assert said(reduce[1]) == "[parts 1-2]\nA\n\n[part 3]\nB" and said(reduce[-1]) == "Merge."
 
 
 # --------------------------------------------------------------------------- running
@@ -130,7 +135,7 @@ class Provider:
         self.answer_words = answer_words
 
     async def __call__(self, messages: list[Message], flavor: Flavor) -> Answer:
-        size = sum(chunking.count(m.content, ENC) for m in messages)
+        size = sum(chunking.count(said(m), ENC) for m in messages)
         if self.overflow_over is not None and size > self.overflow_over:
             raise JobFailed(
                 "ContextLengthExceeded",
@@ -144,7 +149,7 @@ class Provider:
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0.005)
         self.in_flight -= 1
-        system = messages[0].content
+        system = said(messages[0])
         kind = "reduce" if "processed in parts" in system else "answer"
         text = f"{kind}-{len(self.calls)} " + "word " * self.answer_words
         return Answer(
@@ -180,10 +185,10 @@ def test_map_reduce_maps_in_parallel_up_to_the_concurrency_then_combines() -> No
     the_job = job(strategy="mapReduce", chunking={"createNewTurnAfter": 150})
     provider = Provider()
     final, about, session, reports = run(the_job, text, provider, flavor(concurrency=3))
-    maps = [c for c in provider.calls if "processed in parts" not in c[0].content]
+    maps = [c for c in provider.calls if "processed in parts" not in said(c[0])]
     assert about["chunks"] == len(maps) == 8 and provider.most_in_flight == 3
     # Every chunk reached the model once, in its own call, in order of the document.
-    sent = "".join(c[1].content for c in maps)
+    sent = "".join(said(c[1]) for c in maps)
     assert sent == text
     assert final.startswith("reduce-") and about["reduceLevels"] == 1
     assert reports[-1] == Progress(done=9, total=9, phase="reduce")
@@ -203,9 +208,9 @@ def test_answers_too_long_for_one_reduce_call_are_combined_level_by_level() -> N
     provider = Provider(answer_words=60)  # answers of ~60 tokens: two per reduce call
     _, about, _, reports = run(the_job, text, provider)
     assert about["reduceLevels"] == 4  # 16 -> 8 -> 4 -> 2 -> 1
-    reduces = [c for c in provider.calls if "processed in parts" in c[0].content]
+    reduces = [c for c in provider.calls if "processed in parts" in said(c[0])]
     assert len(reduces) == 15
-    assert "[parts 1-8]" in reduces[-1][1].content and "[parts 9-16]" in reduces[-1][1].content
+    assert "[parts 1-8]" in said(reduces[-1][1]) and "[parts 9-16]" in said(reduces[-1][1])
     assert reports[-1].done == reports[-1].total == 31
 
 
@@ -226,13 +231,13 @@ def test_iterative_goes_in_order_and_carries_the_last_answers() -> None:
     )
     provider = Provider()
     final, about, _, _ = run(the_job, text_of(8), provider, flavor(concurrency=8))
-    batches = [c for c in provider.calls if "processed in parts" not in c[0].content]
+    batches = [c for c in provider.calls if "processed in parts" not in said(c[0])]
     assert len(batches) == 4 and provider.most_in_flight == 1 and about["turnsPerBatch"] == 2
-    fourth = "\n".join(m.content for m in batches[3])
+    fourth = "\n".join(said(m) for m in batches[3])
     assert "answer-2" in fourth and "answer-3" in fourth and "answer-1" not in fourth
     # Each turn is its own message, after the carried answers and before the instruction.
     assert [m.role for m in batches[3]] == ["system", "user", "user", "user", "user"]
-    assert batches[3][-1].content == "Summarise." and "parts 7 to 8 of 8" in batches[3][0].content
+    assert said(batches[3][-1]) == "Summarise." and "parts 7 to 8 of 8" in said(batches[3][0])
     assert final.startswith("reduce-")
 
 
@@ -264,7 +269,7 @@ def test_auto_sends_a_document_too_long_for_the_flavor_to_its_fallback() -> None
 def test_a_failed_chunk_fails_the_job_with_a_hint() -> None:
     class Failing(Provider):
         async def __call__(self, messages: list[Message], flavor: Flavor) -> Answer:
-            if "part 3 of" in messages[0].content:
+            if "part 3 of" in said(messages[0]):
                 raise JobFailed("ContextLengthExceeded", "maximum context length is 10", 400)
             return await super().__call__(messages, flavor)
 

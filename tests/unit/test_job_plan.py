@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from llmloom.operator.jobs import JobSummary, QueueState, plan, summarize
+from llmloom.operator.jobs import JobSummary, plan, summarize
+from llmloom.operator.recovery import QueueState
 
 NOW = 1_000_000.0
 JOB = JobSummary(

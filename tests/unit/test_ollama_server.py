@@ -18,8 +18,9 @@ from fastapi import FastAPI, Response
 from fastapi.testclient import TestClient
 
 from devstack.ollamaserver import CHAT_MODEL, EMBED_MODEL, OllamaError, app
-from llmloom import httpio
-from llmloom.resources import FlavorSpec, Message, Parameters
+from llmloom import httpio, wire
+from llmloom.resources import FlavorSpec
+from llmloom.worker.bodies import Call
 from llmloom.worker.providers import OllamaWire, ProviderError, Target
 from llmloom.worker.readiness import wait_for_model
 
@@ -296,15 +297,16 @@ def test_the_worker_reads_ollamas_answers_and_counts() -> None:
             emitted.append(chunk)
 
         async with against(app(FakeChat(), FakeEmbed())) as (http, base):
-            msgs = [Message(role="user", content="hi")]
-            params = Parameters(max_tokens=4)
+            body = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 4}
             to = Target(http, base, flavor())
-            plain = await OllamaWire().chat(to, msgs, params)
-            streamed = await OllamaWire().chat_stream(to, msgs, params, emit)
+            plain = await OllamaWire().call(to, Call(wire.CHAT, body))
+            streamed = await OllamaWire().call(to, Call(wire.CHAT, {**body, "stream": True}), emit)
             spec = FlavorSpec.model_validate(
                 {"provider": "ollama", "model": EMBED_MODEL, "endpoint": base}
             )
-            vectors = await OllamaWire().embed(Target(http, base, spec), ["a", "b"], None)
+            vectors = await OllamaWire().call(
+                Target(http, base, spec), Call(wire.EMBEDDINGS, {"input": ["a", "b"]})
+            )
         return plain, streamed, emitted, vectors
 
     plain, streamed, emitted, vectors = asyncio.run(run())
@@ -312,14 +314,43 @@ def test_the_worker_reads_ollamas_answers_and_counts() -> None:
     assert plain["usage"] == USAGE and plain["model"] == CHAT_MODEL
     assert streamed["choices"][0]["message"]["content"] == "Hello there"
     assert streamed["choices"][0]["finish_reason"] == "length" and streamed["usage"] == USAGE
-    assert [c["choices"][0]["delta"]["content"] for c in emitted if c["choices"]] == [
+    assert [c["choices"][0]["delta"].get("content") for c in emitted if c["choices"]] == [
         "Hello",
         " there",
-        "",
+        None,  # the done line carries no text: its chunk only finishes
     ]
-    assert emitted[-1]["usage"] == USAGE
+    assert emitted[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert emitted[-2]["choices"][0]["finish_reason"] == "length"
+    assert emitted[-1]["usage"] == USAGE and emitted[-1]["choices"] == []
     assert [d["embedding"] for d in vectors["data"]] == [[0.6, 0.8, 0.0]] * 2
     assert vectors["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
+
+
+def test_the_ollama_server_reads_what_the_worker_sends(fake: FakeChat) -> None:
+    """The translated request, sampling options included, reaches the model as llama.cpp
+    parameters: the two ends of the dev stack's Ollama agree field by field."""
+
+    async def run() -> None:
+        async with against(app(fake, FakeEmbed())) as (http, base):
+            body = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "developer", "content": "Be brief."}, *HI],
+                "temperature": 0.1,
+                "top_p": 0.5,
+                "seed": 3,
+                "stop": "\n",
+                "max_completion_tokens": 9,
+                "response_format": {"type": "json_object"},
+            }
+            await OllamaWire().call(Target(http, base, flavor()), Call(wire.CHAT, body))
+
+    asyncio.run(run())
+    path, sent = fake.calls[-1]
+    assert path == "/chat/completions"
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, *HI]
+    assert (sent["temperature"], sent["top_p"], sent["seed"]) == (0.1, 0.5, 3)
+    assert (sent["stop"], sent["max_tokens"]) == (["\n"], 9)
+    assert sent["response_format"] == {"type": "json_object"}
 
 
 def test_a_failure_in_the_middle_of_an_ollama_stream_fails_the_call() -> None:
@@ -334,8 +365,10 @@ def test_a_failure_in_the_middle_of_an_ollama_stream_fails_the_call() -> None:
 
         async with against(app(FakeChat(fail_after=1), FakeEmbed())) as (http, base):
             with pytest.raises(ProviderError) as err:
-                await OllamaWire().chat_stream(
-                    Target(http, base, flavor()), [Message(role="user", content="hi")], None, emit
+                await OllamaWire().call(
+                    Target(http, base, flavor()),
+                    Call(wire.CHAT, {"messages": HI, "stream": True}),
+                    emit,
                 )
         assert err.value.reason == "ProviderUnavailable" and err.value.message == "out of memory"
         return emitted
@@ -371,8 +404,8 @@ def test_an_ollama_stream_cut_before_its_done_line_is_not_an_answer() -> None:
             pass
 
         async with against(cut) as (http, base):
-            msgs = [Message(role="user", content="hi")]
-            await OllamaWire().chat_stream(Target(http, base, flavor()), msgs, None, emit)
+            call = Call(wire.CHAT, {"messages": HI, "stream": True})
+            await OllamaWire().call(Target(http, base, flavor()), call, emit)
 
     with pytest.raises(ProviderError) as err:
         asyncio.run(run())

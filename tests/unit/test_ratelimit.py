@@ -355,10 +355,17 @@ def flavor(status: dict[str, Any] | None = None, **spec: Any) -> Flavor:
 
 
 def test_a_chat_estimate_is_the_prompt_and_the_completion_it_may_ask_for() -> None:
-    prompt = admission.chat_estimate(flavor(), ["Hello there"], None)
+    chat = {"messages": [{"role": "user", "content": "Hello there"}]}
+    prompt = admission.estimate(flavor(), "/v1/chat/completions", chat)
     assert prompt == 3 + 2 + 3  # per message, the text, the reply's priming
-    assert admission.chat_estimate(flavor(), ["Hello there"], 100) == prompt + 100
-    assert admission.chat_estimate(flavor(maxOutputTokens=16), ["Hello there"], 100) == prompt + 16
+    asked = {**chat, "max_tokens": 100}
+    assert admission.estimate(flavor(), "/v1/chat/completions", asked) == prompt + 100
+    held = admission.estimate(flavor(maxOutputTokens=16), "/v1/chat/completions", asked)
+    assert held == prompt + 16
+    # Each of n choices is a call of its own: its prompt and its completion.
+    assert admission.estimate(flavor(), "/v1/chat/completions", {**asked, "n": 2}) == 2 * (
+        prompt + 100
+    )
 
 
 def ready(status: str, reason: str, generation: int = 2) -> dict[str, Any]:

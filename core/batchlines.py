@@ -1,6 +1,7 @@
 """The lines of a batch's output and error files, in OpenAI's format: a request's
 response (status 200), the status and error envelope the API would have answered,
-or why the batch never ran it (cancelled, expired)."""
+or why the batch never ran it (cancelled, expired). Workers write the lines of the
+requests they ran, the operator those of the requests that never ran."""
 
 from __future__ import annotations
 
@@ -23,29 +24,32 @@ def _line(seed: str, custom_id: str, response: Any, error: Any) -> str:
     return json.dumps({**item, "error": error}, separators=(",", ":"))
 
 
-def response_line(
-    request: Prepared, job: str, uid: str, outcome: Outcome | None, fallback: LineError
-) -> Line:
-    """The line of a request that ran as the LLMJob ``job``: its response with status 200
+def response_line(request: Prepared, request_id: str, uid: str, outcome: Outcome) -> Line:
+    """The line of a request that ran (``request_id``): its response with status 200
     (output file), or the status and error envelope the API would have answered (error
-    file). ``fallback`` is the error of a job that ended without a stored outcome."""
-    if outcome is not None and outcome.ok and outcome.response is not None:
+    file)."""
+    if outcome.ok and outcome.response is not None:
         body = embeddings.encoded(outcome.response, request.encoding_format)
         usage = outcome.usage or {}
         return Line(
             ok=True,
             text=_line(
-                uid, request.custom_id, {"status_code": 200, "request_id": job, "body": body}, None
+                f"{uid}:{request.line}",
+                request.custom_id,
+                {"status_code": 200, "request_id": request_id, "body": body},
+                None,
             ),
             prompt_tokens=int(usage.get("promptTokens") or 0),
             completion_tokens=int(usage.get("completionTokens") or 0),
         )
-    err = fallback
-    if outcome is not None and outcome.error is not None:
-        e = outcome.error
-        err = LineError(status_code=e.status_code, message=e.message, type=e.type, code=e.reason)
-    response = {"status_code": err.status_code, "request_id": job, "body": err.body()}
-    return Line(ok=False, text=_line(uid, request.custom_id, response, None))
+    e = outcome.error
+    err = (
+        LineError(status_code=e.status_code, message=e.message, type=e.type, code=e.reason)
+        if e is not None
+        else LineError(status_code=500, message="the request failed", type="server_error")
+    )
+    response = {"status_code": err.status_code, "request_id": request_id, "body": err.body()}
+    return Line(ok=False, text=_line(f"{uid}:{request.line}", request.custom_id, response, None))
 
 
 def error_line(batch_uid: str, request: Prepared) -> Line:

@@ -1,0 +1,120 @@
+"""A watch cache of one kind of object, as client-go's informers keep one.
+
+A list, then a watch from its resourceVersion; on a broken watch or a 410
+Gone, list again. Readers get objects from memory: the API resolves a
+request's model in a dict lookup instead of a GET per request (and a list
+for a model id). Indexes (by model id, say) are kept beside the objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from llmloom.kube import Kube, Obj, Resource
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 1.0
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class Informer(Generic[T]):
+    """Objects of one resource (all namespaces), parsed with ``parse``, kept current."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        parse: Callable[[Obj], T],
+        indexes: dict[str, Callable[[T], Hashable | None]] | None = None,
+    ) -> None:
+        """
+        Args:
+            parse: turns an object into what readers get (a model, say).
+            indexes: name -> key function; ``by(name, key)`` finds the objects with that
+                key (a key of None is not indexed).
+        """
+        self.kube, self.resource, self.parse = kube, resource, parse
+        self.index_keys = indexes or {}
+        self.objects: dict[tuple[str, str], T] = {}
+        self._indexes: dict[str, dict[Hashable, set[tuple[str, str]]]] = {
+            name: {} for name in self.index_keys
+        }
+        self.synced = asyncio.Event()
+        """Set once the first list is in."""
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"informer-{self.resource.plural}")
+
+    async def wait_synced(self, seconds: float) -> None:
+        await asyncio.wait_for(self.synced.wait(), seconds)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def get(self, namespace: str, name: str) -> T | None:
+        return self.objects.get((namespace, name))
+
+    def by(self, index: str, key: Hashable) -> list[T]:
+        """The objects whose ``index`` key is ``key``, by name."""
+        return [self.objects[k] for k in sorted(self._indexes[index].get(key, ()))]
+
+    def in_namespace(self, namespace: str) -> list[T]:
+        return [v for (ns, _), v in sorted(self.objects.items()) if ns == namespace]
+
+    def _put(self, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        self._drop(key)
+        try:
+            value = self.parse(obj)
+        except Exception as exc:  # an object an older or newer component wrote: skip it
+            log.warning("skipping %s %s/%s: %s", self.resource.plural, *key, exc)
+            return
+        self.objects[key] = value
+        for name, fn in self.index_keys.items():
+            index_key = fn(value)
+            if index_key is not None:
+                self._indexes[name].setdefault(index_key, set()).add(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        old = self.objects.pop(key, None)
+        if old is None:
+            return
+        for name, fn in self.index_keys.items():
+            keys = self._indexes[name].get(fn(old))
+            if keys is not None:
+                keys.discard(key)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                items, version = await self.kube.list_with_version(self.resource)
+                self.objects.clear()
+                for index in self._indexes.values():
+                    index.clear()
+                for obj in items:
+                    self._put(obj)
+                self.synced.set()
+                async for event in self.kube.watch(self.resource, None, version):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        break  # 410 Gone: list again
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._put(obj)
+                    elif kind == "DELETED":
+                        meta = obj.get("metadata") or {}
+                        self._drop((meta.get("namespace") or "", meta.get("name") or ""))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of %s broke: %s; listing again", self.resource.plural, exc)
+                await asyncio.sleep(RETRY_SECONDS)
