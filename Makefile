@@ -48,7 +48,7 @@ lint: links
 	$(VENV)/bin/hadolint Dockerfile.operator Dockerfile.worker
 	$(VENV)/bin/mypy -p llmloom
 	$(VENV)/bin/mypy -p devstack
-	$(VENV)/bin/mypy tests $(wildcard bench/*.py)
+	MYPYPATH=bench $(VENV)/bin/mypy tests $(wildcard bench/*.py)
 	$(VENV)/bin/lint-imports
 
 # Re-link the editable install when modules are added or removed. operator/ has

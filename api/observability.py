@@ -4,7 +4,8 @@ Every response carries ``X-Request-Id`` (the caller's, or a new one) and, for
 requests that reached a model, ``X-LLMLoom-Overhead-Ms``: the time LLMLoom
 added to the provider's own (API, Kubernetes, queue, worker). Each request is
 logged as one JSON line with its id. Request bodies above the limit are refused
-with 413 before they are read.
+with 413: before they are read when they say their length, else once the bytes
+read pass it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmloom.api.errors import envelope
 
@@ -72,53 +72,127 @@ class ApiMetrics:
         self.tokens.labels(tenant, flavor, "completion").inc(completion)
 
 
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
     return str(getattr(route, "path", "unmatched"))
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class Observe:
+    """Request ids, overhead, metrics, the log line and the body limit, as plain ASGI.
+
+    Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which runs the app in
+    a task group and copies each response through a memory stream: that cost about a
+    tenth of the API's CPU per request. The body limit counts what is read, so a
+    chunked body with no Content-Length is held to it too.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        limit = self.max_body_bytes
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        request_id = _header(headers, b"x-request-id") or uuid.uuid4().hex
+        length = _header(headers, b"content-length")
+        too_large = length is not None and length.isdigit() and int(length) > limit
+        received = 0
+        replied = False
+        status = 500
+
+        async def limited() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    too_large = True
+                    return {"type": "http.disconnect"}  # the app stops reading
+            return message
+
+        async def observed(message: Message) -> None:
+            nonlocal replied, status
+            if message["type"] == "http.response.start":
+                if replied:
+                    return
+                replied = True
+                status = message["status"]
+                out = list(message.get("headers", []))
+                out.append((b"x-request-id", request_id.encode("latin-1")))
+                elapsed = time.perf_counter() - started
+                provider = _header(out, PROVIDER_MS.lower().encode())
+                route = _route(scope)
+                if provider is not None:
+                    overhead = max(0.0, elapsed - float(provider) / 1000)
+                    out.append((OVERHEAD_MS.lower().encode(), f"{overhead * 1000:.1f}".encode()))
+                    self.metrics.overhead.labels(route).observe(overhead)
+                self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+                self.metrics.latency.labels(route).observe(elapsed)
+                if log.isEnabledFor(logging.INFO):
+                    line = {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round(elapsed * 1000, 1),
+                        "task": _header(out, b"x-llmloom-task"),
+                    }
+                    log.info(json.dumps(line))
+                message = {**message, "headers": out}
+            await send(message)
+
+        async def refuse() -> None:
+            body = json.dumps(
+                envelope(
+                    f"request body of {length or 'more than ' + str(limit)} bytes is over the "
+                    f"limit of {limit}",
+                    "invalid_request_error",
+                    None,
+                    "request_too_large",
+                )
+            ).encode()
+            start = {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+            await observed(start)
+            await send({"type": "http.response.body", "body": body})
+
+        if too_large:
+            await refuse()
+            return
+
+        async def guarded(message: Message) -> None:
+            # Once the body went over the limit, whatever the app answers (it saw the
+            # client leave) gives way to the 413.
+            if not too_large:
+                await observed(message)
+
+        try:
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not replied:
+            await refuse()
 
 
 def install(app: FastAPI, metrics: ApiMetrics, max_body_bytes: int) -> None:
     """Add the request-id, logging, metrics and body-limit middleware to the app."""
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            response: Response = JSONResponse(
-                envelope(
-                    f"request body of {length} bytes is over the limit of {max_body_bytes}",
-                    "invalid_request_error",
-                    None,
-                    "request_too_large",
-                ),
-                413,
-            )
-        else:
-            response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = _route(request)
-        response.headers[REQUEST_ID] = request_id
-        provider = response.headers.get(PROVIDER_MS)
-        if provider is not None:
-            overhead = max(0.0, elapsed - float(provider) / 1000)
-            response.headers[OVERHEAD_MS] = f"{overhead * 1000:.1f}"
-            metrics.overhead.labels(route).observe(overhead)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(elapsed)
-        log.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "ms": round(elapsed * 1000, 1),
-                    "task": response.headers.get("X-LLMLoom-Task"),
-                }
-            )
-        )
-        return response
+    app.add_middleware(Observe, metrics=metrics, max_body_bytes=max_body_bytes)

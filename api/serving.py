@@ -22,6 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -183,6 +184,14 @@ async def submit(
     return job
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A request's job, and the waiter's registration for its answer (when it waits)."""
+
+    job: LLMJob
+    answered: asyncio.Event | None
+
+
 async def submit_request(
     services: Services,
     namespace: str,
@@ -191,11 +200,18 @@ async def submit_request(
     raw: bytes,
     stream: bool,
     admitted: Admission,
-) -> LLMJob:
-    """The LLMJob of one OpenAI request: its body stored by reference, the job created and
-    put on its flavor's queue with its spec, its task and charge kept in Redis."""
+) -> Submitted:
+    """The LLMJob of one OpenAI request: the job created (the one API-server request), then
+    in one Redis round trip its body stored by reference, its charge held, its task kept
+    and the job put on its flavor's queue with its spec.
+
+    The waiter registers before the job is queued, so the answer, however fast, is not
+    missed and need not be looked for first. Should the API stop between the create and
+    the queue, the operator queues the job and it fails with RequestLost: the client,
+    whose connection went with the API, sees the reason in the task.
+    """
     settings, redis = services.settings, services.redis
-    ref = await bodies.store(redis, endpoint, raw, settings.result_ttl_seconds)
+    ref = bodies.reference(endpoint, raw)
     spec = LLMJobSpec(
         flavor=flavor.metadata.name,
         task="embeddings" if endpoint == wire.EMBEDDINGS else "chat",
@@ -218,7 +234,6 @@ async def submit_request(
     try:
         job = LLMJob.model_validate(await services.kube.create(LLMJOBS, namespace, body))
     except BaseException:
-        await bodies.delete(redis, ref.key)
         await ratelimit.apply(redis, admitted.charge, 0, 0)  # no job, no tokens
         raise
     meta = job.metadata
@@ -228,11 +243,20 @@ async def submit_request(
         created=int(timestamps.epoch(meta.creation_timestamp) or time.time()),
         flavor=flavor.metadata.name,
     )
+    answered = None if stream else services.waiter.register(meta.uid, meta.generation)
     ttl = settings.result_ttl_seconds
-    await ratelimit.hold(redis, meta.uid, meta.generation, admitted.charge, ttl)
-    await results.remember_task(redis, namespace, meta.name, record, ttl)
-    await asyncio.to_thread(queues.enqueue_job, services.sync_redis, job, flavor)
-    return job
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            await bodies.store(pipe, ref, raw, ttl)
+            await ratelimit.hold(pipe, meta.uid, meta.generation, admitted.charge, ttl)
+            await results.remember_task(pipe, namespace, meta.name, record, ttl)
+            queues.stage(pipe, queues.work_of(job, flavor))
+            await pipe.execute()
+    except BaseException:
+        if answered is not None:
+            services.waiter.unregister(meta.uid, meta.generation, answered)
+        raise
+    return Submitted(job, answered)
 
 
 def check_wire(flavor: Flavor, endpoint: Endpoint, body: Callable[[], dict[str, Any]]) -> None:
@@ -290,14 +314,15 @@ async def serve(
     admitted = await admission.admit(
         services, tenant, flavor, lambda: admission.estimate(flavor, endpoint, body())
     )
-    job = await submit_request(services, tenant, flavor, endpoint, raw, stream, admitted)
+    submitted = await submit_request(services, tenant, flavor, endpoint, raw, stream, admitted)
+    job = submitted.job
     if stream:
         return StreamingResponse(
             streaming.relay(services, job, endpoint, include_usage),
             media_type="text/event-stream",
             headers={**admitted.headers, TASK_HEADER: job.metadata.name},
         )
-    return await respond(services, job, wait_seconds, shape, admitted.headers)
+    return await respond(services, job, wait_seconds, shape, admitted.headers, submitted.answered)
 
 
 TASK_HEADER = "X-LLMLoom-Task"
@@ -310,12 +335,16 @@ async def respond(
     wait_seconds: float,
     shape: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    answered: asyncio.Event | None = None,
 ) -> JSONResponse:
     """Wait for the job's answer: the OpenAI response (through ``shape``), its error, or
-    past the wait, 202 with the task to poll; every answer carries ``headers``."""
+    past the wait, 202 with the task to poll; every answer carries ``headers``.
+    ``answered``: the waiter's registration, made before the job was queued."""
     extra = headers or {}
     headers = {**extra, TASK_HEADER: job.metadata.name}
-    outcome = await services.waiter.wait(job.metadata.uid, job.metadata.generation, wait_seconds)
+    outcome = await services.waiter.wait(
+        job.metadata.uid, job.metadata.generation, wait_seconds, answered
+    )
     if outcome is None:
         location = f"/v1/tasks/{job.metadata.name}"
         body = {

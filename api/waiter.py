@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -34,6 +35,8 @@ class ResultWaiter:
         self.on_done: Callable[[str, int], Awaitable[None]] | None = None
         """Called with the uid and version of every job version announced as finished."""
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._settling: Counter[tuple[str, int]] = Counter()
+        """Job versions whose waiters here settle them with the outcome they read."""
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._callbacks: set[asyncio.Task[None]] = set()
@@ -51,12 +54,15 @@ class ResultWaiter:
             await asyncio.wait(self._callbacks, timeout=5)
 
     def _announced(self, uid: str, data: bytes | str) -> None:
-        """Run ``on_done`` for an announcement, beside the listener (it talks to Redis)."""
+        """Run ``on_done`` for an announcement, beside the listener (it talks to Redis),
+        unless a request here waits for it (and settles it with the outcome it reads)."""
         if self.on_done is None:
             return
         try:
             version = int(json.loads(data)["version"])
         except (ValueError, KeyError, TypeError):
+            return
+        if (uid, version) in self._settling:
             return
         task = asyncio.create_task(self._call(self.on_done, uid, version))
         self._callbacks.add(task)  # the loop keeps only weak references to tasks
@@ -98,25 +104,50 @@ class ResultWaiter:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def wait(self, uid: str, version: int, seconds: float) -> results.Outcome | None:
-        """The outcome of a job version, waiting up to ``seconds``; None if not done."""
+    def register(self, uid: str, version: int) -> asyncio.Event:
+        """Be woken when job ``uid`` is announced from now on (``wait`` with the event); the
+        caller settles the version's tokens with the outcome it reads."""
         event = asyncio.Event()
         self._waiters.setdefault(uid, set()).add(event)
+        self._settling[(uid, version)] += 1
+        return event
+
+    def unregister(self, uid: str, version: int, event: asyncio.Event) -> None:
+        events = self._waiters.get(uid)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiters[uid]
+        self._settling[(uid, version)] -= 1
+        if self._settling[(uid, version)] <= 0:
+            del self._settling[(uid, version)]
+
+    async def wait(
+        self, uid: str, version: int, seconds: float, registered: asyncio.Event | None = None
+    ) -> results.Outcome | None:
+        """The outcome of a job version, waiting up to ``seconds``; None if not done.
+
+        ``registered``: an event from ``register`` made before the job could finish (before
+        it was queued): then the result is read only once announced, not looked for first.
+        """
+        event = registered or self.register(uid, version)
+        look = registered is None
         deadline = time.monotonic() + seconds
         try:
             while True:
-                outcome = await results.load(self.redis, uid, version)
+                if look or event.is_set():
+                    event.clear()
+                    outcome = await results.load(self.redis, uid, version)
+                    if outcome is not None:
+                        return outcome
+                look = False
                 left = deadline - time.monotonic()
-                if outcome is not None or left <= 0:
-                    return outcome
-                event.clear()
+                if left <= 0:
+                    return None
                 try:
-                    await asyncio.wait_for(event.wait(), left)
+                    async with asyncio.timeout(left):
+                        await event.wait()
                 except TimeoutError:
                     return await results.load(self.redis, uid, version)
         finally:
-            events = self._waiters.get(uid)
-            if events is not None:
-                events.discard(event)
-                if not events:
-                    del self._waiters[uid]
+            self.unregister(uid, version, event)

@@ -19,16 +19,15 @@ from llmloom.resources import Endpoint, RequestRef
 PREFIX = "llmloom:request:"
 
 
-def new_key() -> str:
-    """A fresh key for a request's body."""
-    return PREFIX + secrets.token_hex(16)
+def reference(endpoint: Endpoint, body: bytes) -> RequestRef:
+    """A fresh reference for a request's body (stored with ``store``)."""
+    return RequestRef(endpoint=endpoint, key=PREFIX + secrets.token_hex(16), bytes=len(body))
 
 
-async def store(redis: Redis, endpoint: Endpoint, body: bytes, ttl: int) -> RequestRef:
-    """Keep a request's body for ``ttl`` seconds (the results' lifetime)."""
-    key = new_key()
-    await redis.set(key, body, ex=ttl)
-    return RequestRef(endpoint=endpoint, key=key, bytes=len(body))
+async def store(redis: Redis, ref: RequestRef, body: bytes, ttl: int) -> None:
+    """Keep a request's body for ``ttl`` seconds (the results' lifetime); ``redis`` may be
+    a pipeline."""
+    await redis.set(ref.key, body, ex=ttl)
 
 
 async def load(redis: Redis, ref: RequestRef) -> bytes | None:

@@ -13,11 +13,18 @@ import sys
 from typing import Any
 
 
+def _log_level(level: str) -> None:
+    """The process's LLMLOOM_LOG_LEVEL, for every logger (the root's level)."""
+    logging.getLogger().setLevel(level.upper())
+
+
 def _operator(a: argparse.Namespace) -> None:
     from llmloom.operator.runner import run
     from llmloom.settings import OperatorSettings
 
-    run(OperatorSettings(**({"namespace": a.namespace} if a.namespace else {})))
+    settings = OperatorSettings(**({"namespace": a.namespace} if a.namespace else {}))
+    _log_level(settings.log_level)
+    run(settings)
 
 
 def _api(a: argparse.Namespace) -> None:
@@ -30,12 +37,15 @@ def _api(a: argparse.Namespace) -> None:
         k: v for k, v in (("host", a.host), ("port", a.port)) if v is not None
     }
     settings = ApiSettings(**overrides)
+    _log_level(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 
@@ -48,7 +58,9 @@ def _worker(a: argparse.Namespace) -> None:
         overrides["queues"] = a.queue
     if a.burst:
         overrides["burst"] = True
-    run(WorkerSettings(**overrides))
+    settings = WorkerSettings(**overrides)
+    _log_level(settings.log_level)
+    run(settings)
 
 
 def _token(a: argparse.Namespace) -> None:

@@ -19,8 +19,10 @@ from typing import Any
 from pydantic import BaseModel
 from redis import Redis
 from rq import Queue
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from llmloom import timestamps
 from llmloom.resources import Flavor, LLMJob
@@ -140,6 +142,78 @@ def queue(name: str, redis: Redis) -> Queue:
     return Queue(name, connection=redis, serializer=JSONSerializer)
 
 
+# RQ's Job is built with a connection; this one is never used (building a job makes no
+# request), so any process can write the records of an enqueue into its own pipeline.
+_UNUSED = Redis()
+
+
+@dataclass(frozen=True)
+class Work:
+    """One job version (or batch line) to put on a flavor's queue."""
+
+    ref: JobRef
+    flavor: str
+    priority: int = 0
+    timeout_seconds: int = 3600
+
+
+def stage(pipe: Any, work: Work) -> None:
+    """Add to ``pipe`` (a pipeline, sync or asyncio) the writes that put ``work`` on its
+    queue: the job's hash, its queue entry and the set of queues, as RQ's
+    ``Queue.enqueue`` writes them (the worker dequeues it with RQ), and the marker.
+
+    RQ's own enqueue makes four round trips (one asks the server's version); staged,
+    a request's whole bookkeeping is one. The caller owns the marker's check.
+    """
+    ref = work.ref
+    name = queue_name(ref.namespace, work.flavor, work.priority)
+    job = Job.create(
+        JOB_FUNCTION,
+        args=(ref.model_dump(exclude_none=True),),
+        id=ref.rq_id,
+        timeout=work.timeout_seconds,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        connection=_UNUSED,
+        serializer=JSONSerializer,
+        origin=name,
+    )
+    job.enqueued_at = now()
+    job._status = JobStatus.QUEUED  # as RQ's Queue._prepare_for_queue sets it
+    key = Queue.redis_queue_namespace_prefix + name
+    pipe.set(marker_key(ref), "1", ex=MARKER_TTL_SECONDS)
+    pipe.sadd(Queue.redis_queues_keys, key)
+    pipe.hset(job.key, mapping=job.to_dict())
+    pipe.rpush(key, job.id)
+
+
+def enqueue_many(redis: Redis, works: list[Work]) -> int:
+    """Put job versions on their queues, each unless someone already did: two round trips
+    however many (the markers, then the writes).
+
+    Returns:
+        How many this call enqueued.
+    """
+    if not works:
+        return 0
+    with redis.pipeline(transaction=False) as pipe:
+        for w in works:
+            pipe.set(marker_key(w.ref), "1", nx=True, ex=MARKER_TTL_SECONDS)
+        won = [w for w, ok in zip(works, pipe.execute(), strict=True) if ok]
+    if not won:
+        return 0
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            for w in won:
+                stage(pipe, w)
+            pipe.execute()
+    except Exception:
+        # Not enqueued after all: let the next caller (or the operator's retry) try.
+        redis.delete(*(marker_key(w.ref) for w in won))
+        raise
+    return len(won)
+
+
 def enqueue(
     redis: Redis, flavor: str, ref: JobRef, priority: int = 0, timeout_seconds: int = 3600
 ) -> bool:
@@ -148,31 +222,20 @@ def enqueue(
     Returns:
         True when this call enqueued it, False when it was already enqueued.
     """
-    if not redis.set(marker_key(ref), "1", nx=True, ex=MARKER_TTL_SECONDS):
-        return False
-    try:
-        queue(queue_name(ref.namespace, flavor, priority), redis).enqueue_call(
-            JOB_FUNCTION,
-            args=(ref.model_dump(exclude_none=True),),
-            job_id=ref.rq_id,
-            timeout=timeout_seconds,
-            result_ttl=3600,
-            failure_ttl=7 * 24 * 3600,
-        )
-    except Exception:
-        # Not enqueued after all: let the next caller (or the operator's retry) try.
-        redis.delete(marker_key(ref))
-        raise
-    return True
+    return enqueue_many(redis, [Work(ref, flavor, priority, timeout_seconds)]) == 1
+
+
+def work_of(job: LLMJob, flavor: Flavor) -> Work:
+    """The queue entry of a job's current version: its priority band and attempt limit; a
+    request's job carries its spec."""
+    ref = JobRef.of(job, with_spec=job.spec.request is not None)
+    return Work(ref, job.spec.flavor, job.spec.priority, job_timeout(flavor, job.spec.task))
 
 
 def enqueue_job(redis: Redis, job: LLMJob, flavor: Flavor) -> bool:
-    """Put a job's current version on its flavor's queue (its priority band, its attempt
-    limit) unless someone already did; a request's job carries its spec.
+    """Put a job's current version on its flavor's queue unless someone already did.
 
     Returns:
         True when this call enqueued it.
     """
-    timeout = job_timeout(flavor, job.spec.task)
-    ref = JobRef.of(job, with_spec=job.spec.request is not None)
-    return enqueue(redis, job.spec.flavor, ref, job.spec.priority, timeout)
+    return enqueue_many(redis, [work_of(job, flavor)]) == 1

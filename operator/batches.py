@@ -399,11 +399,12 @@ class BatchController:
         with contextlib.suppress(Exception):
             Job.fetch(ref.rq_id, connection=self.sync_redis).delete(remove_from_queue=True)
         self.sync_redis.delete(queues.marker_key(ref))
-        self._enqueue(ref, flavor_name, flavor)
+        queues.enqueue_many(self.sync_redis, [self._work(ref, flavor_name, flavor)])
 
-    def _enqueue(self, ref: queues.JobRef, flavor_name: str, flavor: Flavor | None) -> None:
+    @staticmethod
+    def _work(ref: queues.JobRef, flavor_name: str, flavor: Flavor | None) -> queues.Work:
         timeout = queues.job_timeout(flavor) if flavor else UNKNOWN_FLAVOR_TIMEOUT
-        queues.enqueue(self.sync_redis, flavor_name, ref, batches.PRIORITY, timeout)
+        return queues.Work(ref, flavor_name, batches.PRIORITY, timeout)
 
     async def _flavor(
         self, batch: LLMBatch, name: str, seen: dict[str, Flavor | None]
@@ -432,7 +433,7 @@ class BatchController:
             )
             if not chunk:
                 break
-            work = []
+            work: list[queues.Work] = []
             for offset, request in enumerate(chunk):
                 index = position + offset
                 if request.body is None or request.flavor is None:
@@ -442,13 +443,8 @@ class BatchController:
                     await batches.record(self.redis, uid, index, line, self.ttl)
                     continue
                 flavor = await self._flavor(batch, request.flavor, flavors)
-                work.append((self._ref(batch, index), request.flavor, flavor))
-
-            def enqueue_all(work: list[tuple[queues.JobRef, str, Flavor | None]] = work) -> None:
-                for ref, flavor_name, flavor in work:
-                    self._enqueue(ref, flavor_name, flavor)
-
-            await asyncio.to_thread(enqueue_all)
+                work.append(self._work(self._ref(batch, index), request.flavor, flavor))
+            await asyncio.to_thread(queues.enqueue_many, self.sync_redis, work)
             handled += len(chunk)
             position += len(chunk)
             await batches.advance(self.redis, uid, self.ttl, next=position)

@@ -72,6 +72,8 @@ class FlavorDeps:
     """Last endpoint check per flavor version, so endpoints are not probed every tick."""
     worker_rbac: set[str] = field(default_factory=set)
     """Namespaces whose worker ServiceAccount and RoleBinding were applied this period."""
+    low_since: dict[str, datetime] = field(default_factory=dict)
+    """Per flavor uid, since when its load has needed fewer pods than run (scaling.decide)."""
 
 
 def _served_models(provider: str, body: Any) -> set[str]:
@@ -160,7 +162,7 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
 
     current_obj = await kube.find(DEPLOYMENTS, ns, name)
     current = int(current_obj["spec"].get("replicas", 0)) if current_obj else 0
-    last = flavor.status.last_scale_time
+    uid = flavor.metadata.uid
     decision = scaling.decide(
         current,
         depth.pending,
@@ -168,10 +170,15 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
         flavor.spec.concurrency,
         deploy.replicas.min,
         deploy.replicas.max,
-        last,
+        flavor.status.last_scale_time,
+        deps.low_since.get(uid),
         now,
         deploy.scale_down_delay_seconds,
     )
+    if decision.low_since is None:
+        deps.low_since.pop(uid, None)
+    else:
+        deps.low_since[uid] = decision.low_since
     applied = await kube.apply(
         DEPLOYMENTS,
         ns,
@@ -287,6 +294,9 @@ class FlavorController:
         except Exception:
             log.exception("listing flavors failed")
             return set()
+        live = {i["metadata"]["uid"] for i in items}
+        for uid in self.deps.low_since.keys() - live:
+            del self.deps.low_since[uid]
         return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
 
     async def _handle(self, key: tuple[str, str]) -> None:
@@ -306,6 +316,7 @@ class FlavorController:
                     name,
                     record(report, flavor.metadata.generation),
                     uid=flavor.metadata.uid,
+                    current=obj,
                 )
                 self.reports[(namespace, name)] = report
                 for reason, message, kind in changes(flavor, report):

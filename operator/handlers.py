@@ -41,6 +41,8 @@ from llmloom.operator.jobs import JobController
 from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
+log = logging.getLogger(__name__)
+
 Body = dict[str, Any]
 
 
@@ -182,7 +184,6 @@ async def admit_job(
     patch: kopf.Patch,
     flavors: kopf.Index[tuple[str, str], Body],
     memo: Memo,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     **_: Any,
 ) -> None:
     """Validate a job version against its flavor and enqueue it."""
@@ -199,12 +200,14 @@ async def admit_job(
     if adm.action == "enqueue":
         assert flavor is not None
         if await asyncio.to_thread(queues.enqueue_job, memo.redis, job, flavor):
-            logger.info(f"enqueued generation {gen} on {adm.message}")
+            log.info(
+                "%s/%s: enqueued generation %d: %s", meta.namespace, meta.name, gen, adm.message
+            )
     patch.fns.append(record_admission(adm, gen))
     if adm.action == "wait":
         raise kopf.TemporaryError(adm.message, delay=min(5.0, memo.settings.flavor_grace_seconds))
     if adm.action == "reject":
-        logger.warning(f"rejected: {adm.message}")
+        log.warning("%s/%s: rejected: %s", meta.namespace, meta.name, adm.message)
     routine = adm.action == "enqueue" and (already or not origin.routine_events(dict(meta)))
     if memo.kube is not None and not routine:
         kind: EventType = "Warning" if adm.action == "reject" else "Normal"

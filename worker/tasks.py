@@ -16,6 +16,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import uvloop
 from redis.asyncio import Redis
 
 from llmloom import httpio
@@ -34,7 +35,7 @@ class Context:
     """An event loop in a thread, with the clients processing needs."""
 
     def __init__(self, settings: WorkerSettings, max_connections: int = 256) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="llmloom-io", daemon=True)
         self.thread.start()
         self.deps = self.call(self._connect(settings, max_connections))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 
 import httpx
 import yaml
@@ -65,6 +66,22 @@ def test_readiness_and_metrics(
 def test_oversized_bodies_are_refused(api: Api, tenant: Tenant) -> None:
     huge = "x" * (MAX_BODY_BYTES + 1)
     r = chat(api, tenant, "anything", messages=[{"role": "user", "content": huge}])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    # Sent in chunks, with no Content-Length to refuse it by: held to the limit as read.
+    body = json.dumps({"model": "anything", "messages": [{"role": "user", "content": huge}]})
+
+    def chunks() -> Iterator[bytes]:
+        data = body.encode()
+        for i in range(0, len(data), 1 << 20):
+            yield data[i : i + (1 << 20)]
+
+    r = httpx.post(
+        f"{api.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {tenant.token}", "Content-Type": "application/json"},
+        content=chunks(),
+        timeout=60,
+    )
+    assert "content-length" not in r.request.headers
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
