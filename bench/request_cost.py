@@ -93,11 +93,14 @@ def main() -> None:
                 lambda: proxy.pids() + stack.backend_pids(),
             )
 
-        # What the control plane asks of the API server with no load, to subtract.
-        idle0, t0 = stack.api_requests(), time.monotonic()
+        # What the control plane asks of the API server, and its CPU, with no load: to
+        # subtract.
+        idle0, cpu_idle0, t0 = stack.api_requests(), sum(stack.cpu().values()), time.monotonic()
         time.sleep(a.seconds)
         idle = stack.api_requests() - idle0
-        idle_rate = {k: v / (time.monotonic() - t0) for k, v in idle.items()}
+        idle_seconds = time.monotonic() - t0
+        idle_rate = {k: v / idle_seconds for k, v in idle.items()}
+        idle_cpu = (sum(stack.cpu().values()) - cpu_idle0) / idle_seconds
 
         body = {"model": "paced", **chat}
         url = f"{stack.url}/v1/chat/completions"
@@ -120,7 +123,17 @@ def main() -> None:
                 breakdown = {k: 1000 * v / n for k, v in used.items()}
                 breakdown["backend"] = 1000 * (backend1 - backend0) / n
             jobs_after[clients] = stack.count("llmjobs")
+        # The deletes after the TTL: their requests and CPU (less the idle's), per request.
+        sent = sum(row.result.requests for row in rows if row.target == "LLMLoom")
+        req0, cpu_start, t0 = stack.api_requests(), sum(stack.cpu().values()), time.monotonic()
         time.sleep(a.ttl + 10)
+        later = stack.api_requests() - req0
+        waited = time.monotonic() - t0
+        for k, rate in idle_rate.items():
+            later[k] -= round(rate * waited)
+        deletes = per_request(+later, sent)
+        spent = sum(stack.cpu().values()) - cpu_start - idle_cpu * waited
+        delete_cpu_ms = 1000 * spent / sent
         jobs_later = stack.count("llmjobs")
 
     direct_p50 = {row.clients: row.result.p50_ms for row in rows if row.target == "direct"}
@@ -153,7 +166,14 @@ def main() -> None:
         cells = " | ".join(f"{calls[c].get(k, 0.0):.2f}" for c in LEVELS)
         print(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'core'} | {cells} |")
     totals = " | ".join(f"**{sum(calls[c].values()):.2f}**" for c in LEVELS)
-    print(f"| **all** | | | | {totals} |")
+    print(f"| **all, while answering** | | | | {totals} |")
+    for k, v in sorted(deletes.items()):
+        print(f"| {k[0]} | {k[1]} | {k[2]} | {k[3] or 'core'} | later, after the TTL: {v:.2f} |")
+    print(
+        f"\nAfter the TTL, deleting the jobs cost {delete_cpu_ms:.1f} ms of CPU per request "
+        "(all processes, less the idle control plane's): add it to the CPU column for the "
+        "whole cost of a request."
+    )
     print(
         f"\nLLMJobs in namespace {NS}: "
         + ", ".join(f"{jobs_after[c]} after the {c}-client run" for c in LEVELS)

@@ -1,8 +1,11 @@
-"""A watch cache of one kind of object, as client-go's informers keep one.
+"""Watch caches of one kind of object, as client-go's reflectors and informers keep.
 
-A list, then a watch from its resourceVersion; on a broken watch or a 410
-Gone, list again. Readers get objects from memory: the API resolves a
-request's model in a dict lookup instead of a GET per request (and a list
+``Reflector``: a list, then a watch from its resourceVersion; when the server
+ends a watch (every few minutes) it resumes from the last version seen (an
+event's or a bookmark's), and lists again only on a 410 Gone or a broken
+connection: a collection of thousands of objects is not listed every few
+minutes. ``Informer`` keeps what a reflector sees in memory: the API resolves
+a request's model in a dict lookup instead of a GET per request (and a list
 for a model id). Indexes (by model id, say) are kept beside the objects.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from llmloom.kube import Kube, Obj, Resource
@@ -22,8 +25,60 @@ T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
 
+class Reflector:
+    """Lists and watches one resource (in one namespace, or all), handing what it sees to
+    ``on_list`` (every object, after each list) and ``on_event`` (each change: ADDED,
+    MODIFIED, DELETED with the object)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        on_list: Callable[[list[Obj]], Awaitable[None]],
+        on_event: Callable[[str, Obj], Awaitable[None]],
+        namespace: str | None = None,
+    ) -> None:
+        self.kube, self.resource, self.namespace = kube, resource, namespace
+        self.on_list, self.on_event = on_list, on_event
+        self.synced = asyncio.Event()
+        """Set once the first list is in."""
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        version: str | None = None
+        while True:
+            try:
+                if version is None:
+                    items, version = await self.kube.list_with_version(
+                        self.resource, self.namespace
+                    )
+                    await self.on_list(items)
+                    self.synced.set()
+                version = await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watch of %s broke: %s; listing again", self.resource.plural, exc)
+                version = None
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _watch(self, version: str) -> str | None:
+        """One watch from ``version``: the version to resume from when the server ends it,
+        or None when it is too old (410 Gone: list again)."""
+        async for event in self.kube.watch(self.resource, self.namespace, version):
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ERROR":
+                return None
+            seen = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                await self.on_event(kind, obj)
+            if seen:
+                version = str(seen)
+        return version
+
+
 class Informer(Generic[T]):
-    """Objects of one resource (all namespaces), parsed with ``parse``, kept current."""
+    """Objects of one resource, parsed with ``parse``, kept current."""
 
     def __init__(
         self,
@@ -31,9 +86,11 @@ class Informer(Generic[T]):
         resource: Resource,
         parse: Callable[[Obj], T],
         indexes: dict[str, Callable[[T], Hashable | None]] | None = None,
+        namespace: str | None = None,
     ) -> None:
         """
         Args:
+            namespace: the one namespace to watch; None watches all.
             parse: turns an object into what readers get (a model, say).
             indexes: name -> key function; ``by(name, key)`` finds the objects with that
                 key (a key of None is not indexed).
@@ -44,12 +101,15 @@ class Informer(Generic[T]):
         self._indexes: dict[str, dict[Hashable, set[tuple[str, str]]]] = {
             name: {} for name in self.index_keys
         }
-        self.synced = asyncio.Event()
+        self.reflector = Reflector(kube, resource, self._listed, self._changed, namespace)
+        self.synced = self.reflector.synced
         """Set once the first list is in."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"informer-{self.resource.plural}")
+        self._task = asyncio.create_task(
+            self.reflector.run(), name=f"informer-{self.resource.plural}"
+        )
 
     async def wait_synced(self, seconds: float) -> None:
         await asyncio.wait_for(self.synced.wait(), seconds)
@@ -94,27 +154,16 @@ class Informer(Generic[T]):
             if keys is not None:
                 keys.discard(key)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                items, version = await self.kube.list_with_version(self.resource)
-                self.objects.clear()
-                for index in self._indexes.values():
-                    index.clear()
-                for obj in items:
-                    self._put(obj)
-                self.synced.set()
-                async for event in self.kube.watch(self.resource, None, version):
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        break  # 410 Gone: list again
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._put(obj)
-                    elif kind == "DELETED":
-                        meta = obj.get("metadata") or {}
-                        self._drop((meta.get("namespace") or "", meta.get("name") or ""))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("watch of %s broke: %s; listing again", self.resource.plural, exc)
-                await asyncio.sleep(RETRY_SECONDS)
+    async def _listed(self, items: list[Obj]) -> None:
+        self.objects.clear()
+        for index in self._indexes.values():
+            index.clear()
+        for obj in items:
+            self._put(obj)
+
+    async def _changed(self, kind: str, obj: Obj) -> None:
+        if kind == "DELETED":
+            meta = obj.get("metadata") or {}
+            self._drop((meta.get("namespace") or "", meta.get("name") or ""))
+        else:
+            self._put(obj)

@@ -15,6 +15,7 @@ import json as _json
 import os
 import re
 import ssl
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,10 @@ def _error(reply: httpio.Reply, reason: str) -> KubeError:
     return KubeError(reply.status, status.get("reason", ""), status.get("message", ""))
 
 
+AUTH_REFRESH_SECONDS = 10.0
+"""How often the token is read again (its refresh hook run)."""
+
+
 def bearer(cfg: k8s_client.Configuration) -> str | None:
     """The Authorization header value of a token-based configuration ("Bearer ..."), if any.
 
@@ -147,6 +152,7 @@ class Kube:
         self.base = cfg.host.rstrip("/")
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._auth: tuple[float, str | None] | None = None
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, max_connections: int = 100) -> Kube:
@@ -164,8 +170,13 @@ class Kube:
             await self._session.close()
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        # Read per request: the configuration's refresh hook rotates tokens.
-        token = bearer(self.cfg)
+        # The configuration's refresh hook picks up rotated tokens (a pod's projected
+        # token is renewed well before it expires), but it costs a tenth of a request's
+        # CPU: it runs every AUTH_REFRESH_SECONDS, not per request.
+        now = time.monotonic()
+        if self._auth is None or now - self._auth[0] > AUTH_REFRESH_SECONDS:
+            self._auth = (now, bearer(self.cfg))
+        token = self._auth[1]
         headers = {"Authorization": token} if token else {}
         if content_type:
             headers["Content-Type"] = content_type

@@ -489,6 +489,17 @@ async def claim(redis: Redis, uid: str, version: int) -> Charge | None:
     return None if raw is None else Charge.model_validate_json(raw)
 
 
+async def claim_many(redis: Redis, versions: list[tuple[str, int]]) -> list[Charge | None]:
+    """``claim`` for many job versions (uid, version) in one round trip."""
+    if not versions:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for uid, version in versions:
+            pipe.getdel(charge_key(uid, version))
+        raws = await pipe.execute()
+    return [None if raw is None else Charge.model_validate_json(raw) for raw in raws]
+
+
 # --------------------------------------------------------------------------- usage
 
 

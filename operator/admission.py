@@ -1,15 +1,19 @@
 """Whether an LLMJob can run on its Flavor, decided from the objects alone.
 
-No I/O here: the handlers pass in the job and the flavor they already hold
-(from kopf's index), and apply the decision.
+No I/O here: the job controller passes in the job and the flavor it already
+holds (from its watch caches), and writes the decision with ``record``.
+Whether a job needs a decision at all is ``needs_admission``: its status says
+whether its current spec version was handled, as a Kubernetes controller's
+observedGeneration does (no annotation of the operator's own on the object).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from llmloom import conditions
+from llmloom import conditions, origin, timestamps
 from llmloom.queues import queue_name
 from llmloom.resources import Flavor, LLMJob
 
@@ -67,3 +71,60 @@ def admit(
     return Admission(
         "enqueue", "Enqueued", f"queued on {queue_name(ns, job.spec.flavor, job.spec.priority)}"
     )
+
+
+def needs_admission(body: Mapping[str, Any]) -> bool:
+    """Whether the operator should decide on this job's current spec version: a job written
+    by a person or through ``/v1/jobs`` (a request's job the API enqueued itself), not
+    being deleted, whose version is neither accepted, suspended as asked, nor finished."""
+    meta = body.get("metadata") or {}
+    if origin.is_request(meta) or meta.get("deletionTimestamp"):
+        return False
+    gen = int(meta.get("generation") or 1)
+    conds = (body.get("status") or {}).get("conditions") or []
+    if conditions.finished(conds, gen) or conditions.is_true(conds, conditions.ACCEPTED, gen):
+        return False
+    suspended = bool((body.get("spec") or {}).get("suspend"))
+    return not (suspended and conditions.is_true(conds, conditions.SUSPENDED, gen))
+
+
+def record(adm: Admission, generation: int) -> Callable[[dict[str, Any]], None]:
+    """A status mutation writing an admission of spec version ``generation`` (the caller
+    writes it only while that version is current)."""
+
+    def apply(status: dict[str, Any]) -> None:
+        conds = [
+            c
+            for c in status.get("conditions", [])
+            # A finished condition of an older spec version no longer describes the job.
+            if c.get("type") not in (conditions.SUCCEEDED, conditions.FAILED)
+            or c.get("observedGeneration") == generation
+        ]
+        if adm.action == "reject":
+            conds = conditions.set_condition(
+                conds, conditions.ACCEPTED, "False", adm.reason, adm.message, generation
+            )
+            conds = conditions.set_condition(
+                conds, conditions.FAILED, "True", adm.reason, adm.message, generation
+            )
+            status["completionTime"] = timestamps.now()
+        elif adm.action == "suspend":
+            conds = conditions.set_condition(
+                conds, conditions.SUSPENDED, "True", adm.reason, adm.message, generation
+            )
+        else:
+            state = "True" if adm.action == "enqueue" else "False"
+            conds = conditions.set_condition(
+                conds, conditions.ACCEPTED, state, adm.reason, adm.message, generation
+            )
+        if adm.action != "suspend" and conditions.find(conds, conditions.SUSPENDED):
+            conds = conditions.set_condition(
+                conds, conditions.SUSPENDED, "False", "Resumed", "spec.suspend is false", generation
+            )
+        if not conditions.finished(conds, generation) or adm.action == "reject":
+            status["message"] = adm.message
+        status["conditions"] = conds
+        status["state"] = conditions.job_state(conds, running=status.get("state") == "Running")
+        status["observedGeneration"] = generation
+
+    return apply

@@ -209,6 +209,9 @@ def mark_ended(
 # --------------------------------------------------------------------------- controller
 
 
+FLAVOR_CACHE_SECONDS = 30.0
+
+
 class BatchController:
     """Runs every unfinished batch: poked by watch events, and every resync period."""
 
@@ -230,6 +233,7 @@ class BatchController:
             settings.batch_resync_seconds, self._known, self._handle
         )
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._flavors: dict[tuple[str, str], tuple[float, Flavor | None]] = {}
         self.errors = 0
         """Passes that failed, since start."""
 
@@ -256,8 +260,17 @@ class BatchController:
         if (body.get("status") or {}).get("state") in batches.TERMINAL:
             self.known.pop(key, None)
             return
+        before = self.known.get(key)
         self.known[key] = dict(body)
-        self.poke(*key)
+        # A status the controller wrote itself comes back as an event: only a new batch,
+        # a changed spec (cancel) or a deletion starts a pass at once; progress waits
+        # for the resync, so the status is written at most about once a period.
+        if (
+            before is None
+            or before["metadata"].get("generation") != meta.get("generation")
+            or meta.get("deletionTimestamp")
+        ):
+            self.poke(*key)
 
     async def _forget(self, namespace: str, name: str, uid: str) -> None:
         await batches.announce_cancel(self.redis, uid)
@@ -409,10 +422,16 @@ class BatchController:
     async def _flavor(
         self, batch: LLMBatch, name: str, seen: dict[str, Flavor | None]
     ) -> Flavor | None:
-        """A line's flavor (read once a pass), for its attempt's time limit."""
+        """A line's flavor, for its attempt's time limit: read once a pass, and kept for
+        ``FLAVOR_CACHE_SECONDS`` (a running batch costs no read per pass)."""
         if name not in seen:
-            found = await self.kube.find(FLAVORS, batch.metadata.namespace, name)
-            seen[name] = Flavor.model_validate(found) if found else None
+            key = (batch.metadata.namespace, name)
+            cached = self._flavors.get(key)
+            if cached is None or time.monotonic() - cached[0] > FLAVOR_CACHE_SECONDS:
+                found = await self.kube.find(FLAVORS, batch.metadata.namespace, name)
+                flavor = Flavor.model_validate(found) if found else None
+                self._flavors[key] = cached = (time.monotonic(), flavor)
+            seen[name] = cached[1]
         return seen[name]
 
     async def _queue(

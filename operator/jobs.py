@@ -1,13 +1,18 @@
-"""Watching over jobs between their events: deadlines, TTLs, lost queue entries.
+"""The job controller: admission, and watching over jobs between their events.
 
 The LLMJob resources are the source of truth and Redis only the transport.
-Every few seconds the controller compares the jobs it has seen (kept current
-by kopf's watch) with Redis: a job whose queue entry is gone (Redis lost its
-data) or whose attempt died with its worker is enqueued again; a job past its
-``activeDeadlineSeconds`` fails with ``DeadlineExceeded``; a finished job past
-its ``ttlSecondsAfterFinished`` is deleted, and with it its stored results.
-The decisions are made by ``plan`` from plain data; ``JobController`` does
-the I/O.
+The controller watches every LLMJob itself (a ``Reflector``: one JSON parse
+and a summary per event; kopf's machinery cost several times that, per event
+of every request's job). A job a person or ``/v1/jobs`` wrote is admitted
+against its flavor and enqueued when its current spec version has not been
+(``admission.needs_admission``); a request's job was enqueued by the API.
+Every few seconds the controller compares the jobs it has seen with Redis: a
+job whose queue entry is gone (Redis lost its data) or whose attempt died with
+its worker is enqueued again; a job past its ``activeDeadlineSeconds`` fails
+with ``DeadlineExceeded``; a finished job past its ``ttlSecondsAfterFinished``
+is deleted, and with it its stored results. The decisions are made by
+``plan`` and ``admission.admit`` from plain data; ``JobController`` does the
+I/O.
 """
 
 from __future__ import annotations
@@ -37,10 +42,12 @@ from llmloom import (
     results,
     timestamps,
 )
-from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError
-from llmloom.operator import recovery
+from llmloom.events import EventType
+from llmloom.informer import Informer, Reflector
+from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
+from llmloom.operator import admission, recovery
 from llmloom.operator.recovery import QueueState, attempt_dead
-from llmloom.resources import Flavor
+from llmloom.resources import Flavor, LLMJob
 from llmloom.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -122,6 +129,11 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
     )
 
 
+ENQUEUE_GRACE_SECONDS = 5.0
+"""How long a new job may have no queue entry: the API queues a request's job right after
+it created it, and the operator may see the job in between."""
+ACTIONS_AT_ONCE = 8
+"""Actions of one resync (deletions, mostly) under way at once."""
 SETTLE_AFTER_SECONDS = 10.0
 """How long after a job ended the operator leaves its charge to the API's waiter."""
 Kind = Literal["deadline", "expire", "requeue", "lost"]
@@ -157,6 +169,8 @@ def plan(
         if not needs_queue_check(job):
             continue
         q = state.get(job.ref.rq_id, QueueState(marked=False, rq_status=None))
+        if not q.marked and now - job.created < ENQUEUE_GRACE_SECONDS:
+            continue  # the API creates a request's job, then queues it
         if not attempt_dead(q, now):
             continue
         tries = max(job.attempts, q.attempts)
@@ -174,17 +188,31 @@ def plan(
 
 
 class JobController:
-    """Keeps the operator's view of jobs and acts on ``plan`` every resync period."""
+    """Watches jobs, admits those that need it, and acts on ``plan`` every resync period."""
 
     def __init__(
-        self, settings: OperatorSettings, kube: Kube, redis: Redis, aredis: AsyncRedis
+        self,
+        settings: OperatorSettings,
+        kube: Kube,
+        redis: Redis,
+        aredis: AsyncRedis,
+        flavors: Informer[Flavor],
     ) -> None:
         self.settings, self.kube, self.redis, self.aredis = settings, kube, redis, aredis
+        self.flavors = flavors
         self.jobs: dict[str, JobSummary] = {}
         self.errors = 0
         """Actions that failed, since start."""
         self.unsettled: list[JobSummary] = []
         """Jobs that ended or went, whose admission charge may still hold an estimate."""
+        self.reflector = Reflector(
+            kube, LLMJOBS, self._listed, self._changed, namespace=settings.namespace
+        )
+        self._admitting: dict[str, Obj] = {}
+        """Jobs being admitted (by uid), each with its latest body."""
+        self.waiting: dict[str, Obj] = {}
+        """Jobs whose flavor is not there yet (by uid): admitted again each resync."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def observe(self, event: str | None, body: Mapping[str, Any]) -> JobSummary | None:
         """Take in one watch event of a job.
@@ -209,10 +237,11 @@ class JobController:
                 self.unsettled.append(summary)
         return None
 
-    def forget(self, job: JobSummary) -> None:
+    async def forget(self, job: JobSummary) -> None:
         """A deleted job's queue entries go with it, and so do its stored results, unless it
         was a request's (its task stays readable for the results' lifetime) whose stored
-        request goes instead. Blocking: Redis through RQ's synchronous client."""
+        request goes instead. An unfinished one may still be queued: it is taken off
+        (through RQ's synchronous client, in a thread)."""
         keys = (
             []
             if job.request_key
@@ -220,28 +249,141 @@ class JobController:
         )
         if job.request_key and job.request_key.startswith(bodies.PREFIX):
             keys.append(job.request_key)
+        refs = [job.ref.model_copy(update={"generation": v}) for v in range(1, job.generation + 1)]
+        for ref in refs:
+            keys += [queues.marker_key(ref), queues.attempts_key(ref.rq_id)]
         try:
-            for v in range(1, job.generation + 1):
-                ref = job.ref.model_copy(update={"generation": v})
-                keys += [queues.marker_key(ref), queues.attempts_key(ref.rq_id)]
-                if not job.finished:  # still queued, maybe: take it off (a finished one is not)
-                    with contextlib.suppress(Exception):
-                        Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
-            self.redis.delete(*keys)
+            if not job.finished:
+                await asyncio.to_thread(self._dequeue, refs)
+            await self.aredis.delete(*keys)
         except Exception:
             log.exception("cleaning up after job %s/%s failed", job.namespace, job.name)
+
+    def _dequeue(self, refs: list[queues.JobRef]) -> None:
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                Job.fetch(ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
 
     def queue_state(self, jobs: list[JobSummary]) -> dict[str, QueueState]:
         """What Redis holds for every job version, in one round trip."""
         return recovery.read(self.redis, [job.ref for job in jobs])
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.job_resync_seconds)
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("job resync failed")
+        """Watch and resync until cancelled (admitting once the flavors are known, so that
+        no job is refused for a flavor not yet listed)."""
+        await self.flavors.synced.wait()
+        watch = asyncio.create_task(self.reflector.run(), name="llmloom-job-watch")
+        try:
+            while True:
+                await asyncio.sleep(self.settings.job_resync_seconds)
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("job resync failed")
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, *self._tasks, return_exceptions=True)
+
+    async def _listed(self, items: list[Obj]) -> None:
+        """A fresh list: jobs deleted while no watch ran are forgotten now."""
+        listed = {item["metadata"]["uid"] for item in items}
+        for uid in [uid for uid in self.jobs if uid not in listed]:
+            gone = self.jobs[uid]
+            await self._changed("DELETED", {"metadata": {"uid": uid}}, gone)
+        for item in items:
+            await self._changed("ADDED", item)
+
+    async def _changed(self, kind: str, body: Obj, known: JobSummary | None = None) -> None:
+        """One watch event of a job."""
+        uid = body["metadata"]["uid"]
+        if kind == "DELETED":
+            self.waiting.pop(uid, None)
+            gone = self.observe(kind, body) if known is None else self._gone(uid, known)
+            if gone is not None:
+                await self.forget(gone)
+            return
+        self.observe(kind, body)
+        if admission.needs_admission(body):
+            self._admit_soon(body)
+
+    def _gone(self, uid: str, summary: JobSummary) -> JobSummary:
+        self.jobs.pop(uid, None)
+        if summary.requested and not summary.finished:
+            self.unsettled.append(summary)
+        return summary
+
+    def _admit_soon(self, body: Obj) -> None:
+        """Admit a job beside the watch (admission waits on Redis and the API server); a
+        job already being admitted is admitted again with its newer body afterwards."""
+        uid = body["metadata"]["uid"]
+        busy = uid in self._admitting
+        self._admitting[uid] = body
+        if busy:
+            return
+
+        async def admit_latest() -> None:
+            while True:
+                latest = self._admitting[uid]
+                try:
+                    await self._admit(latest)
+                except Exception as exc:
+                    self.errors += 1
+                    log.warning("admitting job %s failed: %s", uid, exc)
+                    self.waiting[uid] = latest  # tried again at the next resync
+                if self._admitting[uid] is latest:
+                    del self._admitting[uid]
+                    return
+
+        task = asyncio.create_task(admit_latest())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _admit(self, body: Obj) -> None:
+        """Decide on a job's current spec version: enqueue it, hold it (suspended, or its
+        flavor not there yet), or refuse it; write the decision to its status."""
+        job = LLMJob.model_validate(body)
+        meta = job.metadata
+        flavor = self.flavors.get(meta.namespace, job.spec.flavor)
+        created = timestamps.epoch(body["metadata"].get("creationTimestamp"))
+        age = 0.0 if created is None else time.time() - created
+        adm = admission.admit(job, flavor, age, self.settings.flavor_grace_seconds)
+        if adm.action == "skip":
+            return
+        gen = meta.generation
+        conds = [c.wire() for c in job.status.conditions]
+        already = conditions.is_true(conds, conditions.ACCEPTED, gen)
+        if adm.action == "enqueue":
+            assert flavor is not None
+            if await asyncio.to_thread(queues.enqueue_job, self.redis, job, flavor):
+                log.info(
+                    "%s/%s: enqueued generation %d: %s", meta.namespace, meta.name, gen, adm.message
+                )
+        written = await self.kube.update_status(
+            LLMJOBS,
+            meta.namespace,
+            meta.name,
+            admission.record(adm, gen),
+            uid=meta.uid,
+            generation=gen,
+            current=body,
+        )
+        if adm.action == "wait":
+            self.waiting[meta.uid] = body
+            return
+        self.waiting.pop(meta.uid, None)
+        if written is None:
+            return  # gone, or its spec moved on: the newer version gets its own admission
+        if adm.action == "reject":
+            log.warning("%s/%s: rejected: %s", meta.namespace, meta.name, adm.message)
+        routine = adm.action == "enqueue" and (
+            already or not origin.routine_events(body["metadata"])
+        )
+        if not routine:
+            kind: EventType = "Warning" if adm.action == "reject" else "Normal"
+            reason = "Accepted" if adm.action == "enqueue" else adm.reason
+            await events.post(
+                self.kube, "LLMJob", body["metadata"], reason, adm.message, kind, OPERATOR
+            )
 
     async def settle(self, now: float) -> None:
         """Settle the admission charges the API left: a request answered 202 whose task
@@ -251,34 +393,48 @@ class JobController:
         estimate would hold the tenant's budget for ever. Claiming is atomic, so a
         charge is settled once."""
         waiting, self.unsettled = self.unsettled, []
+        due: list[JobSummary] = []
         for job in waiting:
             ended = job.completed if job.finished else None
             if ended is not None and now - ended < SETTLE_AFTER_SECONDS:
                 self.unsettled.append(job)  # the API's waiter comes first
-                continue
-            charge = await ratelimit.claim(self.aredis, job.uid, job.generation)
+            else:
+                due.append(job)
+        charges = await ratelimit.claim_many(self.aredis, [(j.uid, j.generation) for j in due])
+        for job, charge in zip(due, charges, strict=True):
             if charge is not None:
                 prompt, completion = job.spent if job.finished else (0, 0)
                 await ratelimit.apply(self.aredis, charge, prompt, completion, job.flavor_used)
 
     async def tick(self) -> None:
+        for body in list(self.waiting.values()):
+            self._admit_soon(body)
         await self.settle(time.time())
         jobs = list(self.jobs.values())
         check = [j for j in jobs if needs_queue_check(j)]
         state = await asyncio.to_thread(self.queue_state, check) if check else {}
-        for action in plan(jobs, state, time.time(), self.settings.max_attempts):
-            try:
-                await self._act(action)
-            except KubeError as exc:
-                if exc.code != 404:
-                    self.errors += 1
-                    log.warning(
-                        "%s of %s/%s failed: %s",
-                        action.kind,
-                        action.job.namespace,
-                        action.job.name,
-                        exc,
-                    )
+        # Deletions after the TTL come by the hundred under load: some at a time, not one
+        # after another (each waits on the API server, which can take several at once).
+        limit = asyncio.Semaphore(ACTIONS_AT_ONCE)
+
+        async def act(action: Action) -> None:
+            async with limit:
+                try:
+                    await self._act(action)
+                except KubeError as exc:
+                    if exc.code != 404:
+                        self.errors += 1
+                        log.warning(
+                            "%s of %s/%s failed: %s",
+                            action.kind,
+                            action.job.namespace,
+                            action.job.name,
+                            exc,
+                        )
+
+        await asyncio.gather(
+            *(act(a) for a in plan(jobs, state, time.time(), self.settings.max_attempts))
+        )
 
     async def _act(self, action: Action) -> None:
         job = action.job
@@ -295,7 +451,8 @@ class JobController:
                 OPERATOR,
             )
         if action.kind == "expire":
-            log.info("deleting %s/%s: %s", job.namespace, job.name, action.message)
+            # Routine (a request's job goes minutes after its answer): not worth a line each.
+            log.debug("deleting %s/%s: %s", job.namespace, job.name, action.message)
             await self.kube.delete(LLMJOBS, job.namespace, job.name)
         elif action.kind == "requeue":
             await self._requeue(job, action.message)

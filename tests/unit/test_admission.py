@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-import kopf
-
-from llmloom.operator.admission import admit
-from llmloom.operator.handlers import record_admission
+from llmloom import origin
+from llmloom.operator.admission import admit, needs_admission, record
 from llmloom.resources import Flavor, LLMJob
 
 
@@ -67,8 +65,19 @@ def test_finished_version_is_left_alone() -> None:
     assert admit(job(2, done), flavor(), 0, 30).action == "enqueue"
 
 
-def body(generation: int, status: dict[str, Any]) -> kopf.RawBody:
-    return cast(kopf.RawBody, {"metadata": {"generation": generation}, "status": status})
+def body(generation: int, status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+def record_admission(adm: Any, generation: int) -> Any:
+    """The recording as the job controller writes it: on the status, of the version that
+    is current (``update_status`` writes nothing once the spec moved on)."""
+
+    def apply(b: dict[str, Any]) -> None:
+        if b["metadata"]["generation"] == generation:
+            record(adm, generation)(b["status"])
+
+    return apply
 
 
 def test_recording_acceptance_never_regresses_a_finished_job() -> None:
@@ -124,3 +133,44 @@ def test_recording_is_skipped_when_the_spec_moved_on() -> None:
     b = body(3, {})
     record_admission(admit(job(2), flavor(), 0, 30), 2)(b)
     assert b["status"] == {}
+
+
+ACCEPTED = {
+    "type": "Accepted",
+    "status": "True",
+    "reason": "Enqueued",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+    "observedGeneration": 1,
+}
+
+
+def test_a_new_or_edited_spec_needs_admission_until_accepted() -> None:
+    new = {"metadata": {"generation": 1}, "spec": {}, "status": {}}
+    assert needs_admission(new)
+    accepted = {"metadata": {"generation": 1}, "spec": {}, "status": {"conditions": [ACCEPTED]}}
+    assert not needs_admission(accepted)
+    edited = {**accepted, "metadata": {"generation": 2}}
+    assert needs_admission(edited)
+
+
+def test_a_job_waiting_for_its_flavor_still_needs_admission() -> None:
+    waiting = body(1, {})
+    record(admit(job(), None, 5, 30), 1)(waiting["status"])
+    assert needs_admission({**waiting, "spec": {}})
+
+
+def test_suspended_rejected_and_requests_jobs_need_none() -> None:
+    held = body(1, {})
+    suspended_job = LLMJob.model_validate(
+        {**job().model_dump(by_alias=True), "spec": {**job().spec.wire(), "suspend": True}}
+    )
+    record(admit(suspended_job, flavor(), 0, 30), 1)(held["status"])
+    assert not needs_admission({**held, "spec": {"suspend": True}})
+    assert needs_admission({**held, "spec": {"suspend": False}})
+    refused = body(1, {})
+    record(admit(job(), None, 60, 30), 1)(refused["status"])
+    assert not needs_admission({**refused, "spec": {}})
+    request = {"metadata": {"generation": 1, "labels": {origin.LABEL: origin.REQUEST}}}
+    assert not needs_admission(request)
+    deleting = {"metadata": {"generation": 1, "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert not needs_admission(deleting)

@@ -43,6 +43,10 @@ def test_a_job_redis_forgot_is_enqueued_again() -> None:
     assert action.kind == "requeue" and "queue entry is gone" in action.message
 
 
+def test_a_job_just_created_is_not_missed_before_the_api_queued_it() -> None:
+    assert kinds([replace(JOB, created=NOW - 1)], {}) == []
+
+
 def test_a_started_attempt_without_lease_means_a_dead_worker() -> None:
     dead = QueueState(marked=True, rq_status="started", leased=False, started=NOW - 30)
     assert kinds([JOB], {ID: dead}) == ["requeue"]
