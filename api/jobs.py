@@ -23,8 +23,8 @@ from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import SSE_EVENT, JobDeleted, JobList, JobResult, JobView
 from llmloom.api.services import Services
-from llmloom.kube import FLAVORS, LLMJOBS, Obj
-from llmloom.resources import Flavor, LLMJobSpec, unknown_fields
+from llmloom.kube import LLMJOBS, Obj
+from llmloom.resources import LLMJobSpec, unknown_fields
 
 router = APIRouter()
 
@@ -84,15 +84,14 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
         first = exc.errors()[0]
         param = ".".join(["spec", *(str(p) for p in first["loc"])])
         raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
-    found = await serving.find(services, FLAVORS, tenant, spec.flavor)
-    if found is None:
+    flavor = services.flavors.get(tenant, spec.flavor)  # the watch cache: no read
+    if flavor is None:
         raise APIError(
             404,
             f"The flavor '{spec.flavor}' does not exist.",
             param="spec.flavor",
             code="model_not_found",
         )
-    flavor = Flavor.model_validate(found)
     admitted = await admission.admit(
         services, tenant, flavor, lambda: admission.spec_estimate(flavor, spec)
     )

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from llmloom import conditions, ratelimit, timestamps
-from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import (
@@ -20,7 +19,6 @@ from llmloom.api.protocol import (
     UsagePeriod,
     UsageResponse,
 )
-from llmloom.kube import FLAVORS
 from llmloom.resources import Flavor
 
 router = APIRouter()
@@ -46,20 +44,20 @@ def ready(flavor: Flavor) -> bool:
     return conditions.is_true([c.wire() for c in flavor.status.conditions], conditions.READY)
 
 
-def _created(item: dict[str, Any]) -> int:
-    return int(timestamps.epoch(item["metadata"].get("creationTimestamp")) or 0)
+def _created(flavor: Flavor) -> int:
+    return int(timestamps.epoch(flavor.metadata.creation_timestamp) or 0)
 
 
 @router.get(
     "/v1/models", response_model=None, responses={200: {"model": ModelList}, **responses(401)}
 )
 async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    """The tenant's Ready flavors."""
-    data = []
-    for item in await services.kube.list(FLAVORS, tenant):
-        flavor = Flavor.model_validate(item)
-        if ready(flavor):
-            data.append(model_entry(flavor, _created(item)))
+    """The tenant's Ready flavors (from the watch cache)."""
+    data = [
+        model_entry(flavor, _created(flavor))
+        for flavor in services.flavors.in_namespace(tenant)
+        if ready(flavor)
+    ]
     return {"object": "list", "data": sorted(data, key=lambda m: m["id"])}
 
 
@@ -69,16 +67,16 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any
     responses={200: {"model": ModelEntry}, **responses(401, 404)},
 )
 async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    """One of the tenant's flavors, by name."""
-    item = await serving.find(services, FLAVORS, tenant, model)
-    if item is None:
+    """One of the tenant's flavors, by name (from the watch cache)."""
+    flavor = services.flavors.get(tenant, model)
+    if flavor is None:
         raise APIError(
             404,
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
-    return model_entry(Flavor.model_validate(item), _created(item))
+    return model_entry(flavor, _created(flavor))
 
 
 def usage_view(
