@@ -4,16 +4,13 @@ model writes."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from llmloom import wire
 from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import responses
-from llmloom.api.protocol import SSE_EVENT, ChatCompletion, ChatCompletionRequest, TaskQueued
+from llmloom.api.protocol import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter()
 
@@ -21,25 +18,14 @@ router = APIRouter()
 @router.post(
     "/v1/chat/completions",
     response_model=None,
-    responses={
-        200: {
-            "description": "The completion; with stream: true, server-sent events of chunks",
-            "content": {
-                "application/json": {"schema": ChatCompletion.model_json_schema()},
-                "text/event-stream": {"schema": SSE_EVENT},
-            },
-        },
-        202: {"model": TaskQueued, "description": "Still running: poll the task"},
-        **responses(400, 401, 404, 413, 429, 502, 503, 504),
-    },
+    responses=serving.documented(ChatCompletion, "The completion"),
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query(ge=0)] = None,
+    wait: serving.WaitDep,
 ) -> Response:
     """Create a chat completion; past the wait limit, answer 202 with a task to poll."""
     return await serving.serve(
@@ -50,7 +36,7 @@ async def create_chat_completion(
         await request.body(),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        wait_seconds=serving.wait_limit(services, wait_header, wait),
+        wait_seconds=wait,
     )
 
 

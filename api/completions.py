@@ -3,16 +3,13 @@ forwarded to the flavor's server as it is."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from llmloom import wire
 from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import responses
-from llmloom.api.protocol import SSE_EVENT, CompletionRequest, TaskQueued, TextCompletion
+from llmloom.api.protocol import CompletionRequest, TextCompletion
 
 router = APIRouter()
 
@@ -20,25 +17,14 @@ router = APIRouter()
 @router.post(
     "/v1/completions",
     response_model=None,
-    responses={
-        200: {
-            "description": "The completion; with stream: true, server-sent events of chunks",
-            "content": {
-                "application/json": {"schema": TextCompletion.model_json_schema()},
-                "text/event-stream": {"schema": SSE_EVENT},
-            },
-        },
-        202: {"model": TaskQueued, "description": "Still running: poll the task"},
-        **responses(400, 401, 404, 413, 429, 502, 503, 504),
-    },
+    responses=serving.documented(TextCompletion, "The completion"),
 )
 async def create_completion(
     body: CompletionRequest,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query(ge=0)] = None,
+    wait: serving.WaitDep,
 ) -> Response:
     """Complete a prompt; past the wait limit, answer 202 with a task to poll."""
     return await serving.serve(
@@ -49,7 +35,7 @@ async def create_completion(
         await request.body(),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        wait_seconds=serving.wait_limit(services, wait_header, wait),
+        wait_seconds=wait,
     )
 
 

@@ -3,16 +3,15 @@ reference and forwarded as it is; the vectors come back as floats or base64, as 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from llmloom import wire
 from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import responses
-from llmloom.api.protocol import EmbeddingList, EmbeddingRequest, TaskQueued
+from llmloom.api.protocol import EmbeddingList, EmbeddingRequest
 from llmloom.embeddings import encoded
 
 router = APIRouter()
@@ -21,19 +20,14 @@ router = APIRouter()
 @router.post(
     "/v1/embeddings",
     response_model=None,
-    responses={
-        200: {"model": EmbeddingList, "description": "One vector per input, in order"},
-        202: {"model": TaskQueued, "description": "Still running: poll the task"},
-        **responses(400, 401, 404, 413, 429, 502, 503, 504),
-    },
+    responses=serving.documented(EmbeddingList, "One vector per input, in order", streamed=False),
 )
 async def create_embeddings(
     body: EmbeddingRequest,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query(ge=0)] = None,
+    wait: serving.WaitDep,
 ) -> Response:
     """Embed the input; past the wait limit, answer 202 with a task to poll."""
 
@@ -46,7 +40,7 @@ async def create_embeddings(
         wire.EMBEDDINGS,
         body.model,
         await request.body(),
-        wait_seconds=serving.wait_limit(services, wait_header, wait),
+        wait_seconds=wait,
         shape=shape,
     )
 

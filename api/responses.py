@@ -4,16 +4,13 @@ through chat completions (``llmloom.responses``)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from llmloom import wire
 from llmloom.api import serving
 from llmloom.api.deps import ServicesDep, TenantDep
-from llmloom.api.errors import responses
-from llmloom.api.protocol import SSE_EVENT, ResponseObject, ResponsesRequest, TaskQueued
+from llmloom.api.protocol import ResponseObject, ResponsesRequest
 
 router = APIRouter()
 
@@ -21,25 +18,14 @@ router = APIRouter()
 @router.post(
     "/v1/responses",
     response_model=None,
-    responses={
-        200: {
-            "description": "The response; with stream: true, server-sent events",
-            "content": {
-                "application/json": {"schema": ResponseObject.model_json_schema()},
-                "text/event-stream": {"schema": SSE_EVENT},
-            },
-        },
-        202: {"model": TaskQueued, "description": "Still running: poll the task"},
-        **responses(400, 401, 404, 413, 429, 502, 503, 504),
-    },
+    responses=serving.documented(ResponseObject, "The response"),
 )
 async def create_response(
     body: ResponsesRequest,
     request: Request,
     services: ServicesDep,
     tenant: TenantDep,
-    wait_header: Annotated[str | None, Header(alias=serving.WAIT_HEADER)] = None,
-    wait: Annotated[float | None, Query(ge=0)] = None,
+    wait: serving.WaitDep,
 ) -> Response:
     """Create a model response; past the wait limit, answer 202 with a task to poll."""
     return await serving.serve(
@@ -49,7 +35,7 @@ async def create_response(
         body.model,
         await request.body(),
         stream=body.stream,
-        wait_seconds=serving.wait_limit(services, wait_header, wait),
+        wait_seconds=wait,
     )
 
 

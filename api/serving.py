@@ -24,9 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Header, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from llmloom import (
     API_VERSION,
@@ -43,9 +45,11 @@ from llmloom import (
 )
 from llmloom.api import admission, streaming
 from llmloom.api.admission import Admission
+from llmloom.api.deps import ServicesDep
 from llmloom.api.errors import APIError
+from llmloom.api.errors import responses as documented_errors
 from llmloom.api.observability import PROVIDER_MS
-from llmloom.api.protocol import TaskInfo
+from llmloom.api.protocol import SSE_EVENT, TaskInfo, TaskQueued
 from llmloom.api.services import Services
 from llmloom.kube import LLMJOBS, KubeError, Obj, Resource, is_name
 from llmloom.resources import Endpoint, Flavor, LLMJob, LLMJobSpec
@@ -363,6 +367,40 @@ async def respond(
         exc.headers = {**extra, **(exc.headers or {})}
         raise
     return JSONResponse(shape(response) if shape else response, headers=headers)
+
+
+def documented(
+    answer: type[BaseModel], what: str, streamed: bool = True
+) -> dict[int | str, dict[str, Any]]:
+    """The answers an OpenAI endpoint documents: ``answer`` (or, with ``stream: true``,
+    server-sent events), 202 with a task to poll, and its errors."""
+    ok: dict[str, Any] = {"model": answer, "description": what}
+    if streamed:
+        ok = {
+            "description": what + "; with stream: true, server-sent events",
+            "content": {
+                "application/json": {"schema": answer.model_json_schema()},
+                "text/event-stream": {"schema": SSE_EVENT},
+            },
+        }
+    return {
+        200: ok,
+        202: {"model": TaskQueued, "description": "Still running: poll the task"},
+        **documented_errors(400, 401, 404, 413, 429, 502, 503, 504),
+    }
+
+
+async def _wait_seconds(
+    services: ServicesDep,
+    wait_header: Annotated[str | None, Header(alias=WAIT_HEADER)] = None,
+    wait: Annotated[float | None, Query(ge=0)] = None,
+) -> float:
+    return wait_limit(services, wait_header, wait)
+
+
+WaitDep = Annotated[float, Depends(_wait_seconds)]
+"""How long a request waits for its answer: ``?wait=``, the X-LLMLoom-Wait header, or the
+default, capped."""
 
 
 def wait_limit(services: Services, header: str | None, query: float | None) -> float:

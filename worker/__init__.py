@@ -6,6 +6,8 @@
 - ``inflight`` holds the running versions' leases and the watch that stops
   them; ``readiness`` waits for the model server beside the worker;
 - ``processing`` runs one job version end to end and chooses the work by task;
+  ``bodies`` makes its call (a request's stored body, or the job's spec);
+  ``batchlines`` runs one line of a batch, a work item with no LLMJob;
   ``calls`` gets one answer through retries, fallback and failover;
   ``documents`` runs a document job's strategies over many such calls;
 - ``providers`` speaks the model servers' wires (OpenAI, Ollama).
