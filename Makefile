@@ -49,7 +49,7 @@ lint: links
 	$(VENV)/bin/mypy -p llmloom
 	$(VENV)/bin/mypy -p devstack
 	MYPYPATH=bench $(VENV)/bin/mypy tests $(wildcard bench/*.py)
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-cache
 
 # Re-link the editable install when modules are added or removed. operator/ has
 # no __init__.py on purpose (it would shadow the standard library's `operator`
