@@ -231,13 +231,15 @@ def test_the_examples_apply_as_gitops_does_and_again_change_nothing(
 ) -> None:
     """Every example is valid to the API server, and applying the set twice (server-side,
     one field manager, as Argo CD and Flux do) changes nothing, even after the operator
-    acted on them: it writes status and its own annotations, never the spec."""
+    acted on them: it writes their status only (no annotation of its own)."""
     apply = ["apply", "--server-side", "--field-manager=gitops", "-k", str(EXAMPLES)]
     tenant.kubectl(*apply)
     tenant.kubectl("wait", "llmjob/hello", "--for=condition=Accepted", "--timeout=30s")
     tenant.kubectl(
         "wait", "flavor/qwen-7b", "--for=jsonpath={.status.observedGeneration}=1", "--timeout=90s"
     )
+    hello = tenant.get("llmjob", "hello")
+    assert not any(k.startswith("llmloom.io/") for k in hello["metadata"].get("annotations", {}))
     again = tenant.kubectl(*apply)
     assert again.count("serverside-applied") == len(again.strip().splitlines()), again
     diff = tenant.cluster.kubectl(
