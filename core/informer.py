@@ -26,7 +26,8 @@ K = TypeVar("K", bound=Hashable)
 
 
 class Reflector:
-    """Lists and watches one resource (in one namespace, or all), handing what it sees to
+    """Lists and watches one resource (in one namespace, or all; the objects a field
+    selector picks, or all), handing what it sees to
     ``on_list`` (every object, after each list) and ``on_event`` (each change: ADDED,
     MODIFIED, DELETED with the object)."""
 
@@ -37,8 +38,10 @@ class Reflector:
         on_list: Callable[[list[Obj]], Awaitable[None]],
         on_event: Callable[[str, Obj], Awaitable[None]],
         namespace: str | None = None,
+        field_selector: str | None = None,
     ) -> None:
         self.kube, self.resource, self.namespace = kube, resource, namespace
+        self.field_selector = field_selector
         self.on_list, self.on_event = on_list, on_event
         self.synced = asyncio.Event()
         """Set once the first list is in."""
@@ -50,7 +53,7 @@ class Reflector:
             try:
                 if version is None:
                     items, version = await self.kube.list_with_version(
-                        self.resource, self.namespace
+                        self.resource, self.namespace, self.field_selector
                     )
                     await self.on_list(items)
                     self.synced.set()
@@ -65,7 +68,9 @@ class Reflector:
     async def _watch(self, version: str) -> str | None:
         """One watch from ``version``: the version to resume from when the server ends it,
         or None when it is too old (410 Gone: list again)."""
-        async for event in self.kube.watch(self.resource, self.namespace, version):
+        async for event in self.kube.watch(
+            self.resource, self.namespace, version, field_selector=self.field_selector
+        ):
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "ERROR":
                 return None

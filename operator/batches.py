@@ -53,7 +53,8 @@ from llmloom import (
     timestamps,
 )
 from llmloom.batches import LineError
-from llmloom.kube import FLAVORS, LLMBATCHES, Kube
+from llmloom.informer import Informer
+from llmloom.kube import LLMBATCHES, Kube
 from llmloom.operator import recovery
 from llmloom.operator.workqueue import WorkQueue
 from llmloom.resources import Flavor, LLMBatch, RequestCounts, Usage
@@ -209,9 +210,6 @@ def mark_ended(
 # --------------------------------------------------------------------------- controller
 
 
-FLAVOR_CACHE_SECONDS = 30.0
-
-
 class BatchController:
     """Runs every unfinished batch: poked by watch events, and every resync period."""
 
@@ -221,11 +219,14 @@ class BatchController:
         kube: Kube,
         redis: AsyncRedis,
         sync_redis: Redis,
+        flavors: Informer[Flavor],
         concurrency: int = 4,
     ) -> None:
         self.settings, self.kube, self.redis = settings, kube, redis
         self.sync_redis = sync_redis
         """RQ's client: queueing lines, and reading their queue entries."""
+        self.flavors = flavors
+        """The operator's watch cache of flavors (a line's flavor, for its time limit)."""
         self.known: dict[tuple[str, str], dict[str, Any]] = {}
         """Batches seen and not finished, as the watch last saw them."""
         self._limit = asyncio.Semaphore(concurrency)
@@ -233,7 +234,6 @@ class BatchController:
             settings.batch_resync_seconds, self._known, self._handle
         )
         self._cleanups: set[asyncio.Task[None]] = set()
-        self._flavors: dict[tuple[str, str], tuple[float, Flavor | None]] = {}
         self.errors = 0
         """Passes that failed, since start."""
 
@@ -277,7 +277,9 @@ class BatchController:
         await batches.forget(self.redis, namespace, name, uid)
 
     async def run(self) -> None:
-        """Until cancelled: poked batches at once, every unfinished one each resync period."""
+        """Until cancelled: poked batches at once, every unfinished one each resync period
+        (once the flavors are known, so that no line runs with an unknown flavor's limit)."""
+        await self.flavors.synced.wait()
         await self.queue.run()
 
     async def _known(self) -> set[tuple[str, str]]:
@@ -391,7 +393,6 @@ class BatchController:
             for i, ref in refs.items()
             if recovery.attempt_dead(state[ref.rq_id], now)
         ]
-        flavors: dict[str, Flavor | None] = {}
         for index, ref, attempts in lost:
             request = await batches.load_line(self.redis, ref.namespace, ref.name, index)
             if request is None:
@@ -404,7 +405,7 @@ class BatchController:
                     self.redis, batch.metadata.uid, index, line, self.ttl, header, flavors_used
                 )
                 continue
-            flavor = await self._flavor(batch, request.flavor or "", flavors)
+            flavor = self._flavor(batch, request.flavor or "")
             log.warning("re-queued line %d of batch %s: its worker was lost", index, ref.name)
             await asyncio.to_thread(self._requeue, ref, request.flavor or "", flavor)
 
@@ -419,20 +420,9 @@ class BatchController:
         timeout = queues.job_timeout(flavor) if flavor else UNKNOWN_FLAVOR_TIMEOUT
         return queues.Work(ref, flavor_name, batches.PRIORITY, timeout)
 
-    async def _flavor(
-        self, batch: LLMBatch, name: str, seen: dict[str, Flavor | None]
-    ) -> Flavor | None:
-        """A line's flavor, for its attempt's time limit: read once a pass, and kept for
-        ``FLAVOR_CACHE_SECONDS`` (a running batch costs no read per pass)."""
-        if name not in seen:
-            key = (batch.metadata.namespace, name)
-            cached = self._flavors.get(key)
-            if cached is None or time.monotonic() - cached[0] > FLAVOR_CACHE_SECONDS:
-                found = await self.kube.find(FLAVORS, batch.metadata.namespace, name)
-                flavor = Flavor.model_validate(found) if found else None
-                self._flavors[key] = cached = (time.monotonic(), flavor)
-            seen[name] = cached[1]
-        return seen[name]
+    def _flavor(self, batch: LLMBatch, name: str) -> Flavor | None:
+        """A line's flavor, for its attempt's time limit: from the watch cache."""
+        return self.flavors.get(batch.metadata.namespace, name)
 
     async def _queue(
         self, batch: LLMBatch, position: int, room: int, header: batches.PreparedHeader
@@ -444,7 +434,6 @@ class BatchController:
             The position after the last line handled.
         """
         ns, name, uid = batch.metadata.namespace, batch.metadata.name, batch.metadata.uid
-        flavors: dict[str, Flavor | None] = {}
         handled = 0
         while handled < room:
             chunk = await batches.load_prepared(
@@ -461,7 +450,7 @@ class BatchController:
                     line = batchlines.error_line(uid, request)
                     await batches.record(self.redis, uid, index, line, self.ttl)
                     continue
-                flavor = await self._flavor(batch, request.flavor, flavors)
+                flavor = self._flavor(batch, request.flavor)
                 work.append(self._work(self._ref(batch, index), request.flavor, flavor))
             await asyncio.to_thread(queues.enqueue_many, self.sync_redis, work)
             handled += len(chunk)

@@ -78,7 +78,9 @@ async def startup(memo: Memo, **_: Any) -> None:
     )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
     memo.tasks.append(asyncio.create_task(memo.jobs.run(), name="llmloom-jobs"))
-    memo.batches = BatchController(memo.settings, deps.kube, memo.jobs.aredis, memo.redis)
+    memo.batches = BatchController(
+        memo.settings, deps.kube, memo.jobs.aredis, memo.redis, flavor_cache
+    )
     memo.tasks.append(asyncio.create_task(memo.batches.run(), name="llmloom-batches"))
 
 

@@ -26,6 +26,7 @@ import logging
 from collections import OrderedDict
 
 from llmloom import GROUP, VERSION, batches, conditions, queues
+from llmloom.informer import Reflector
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
 from llmloom.worker.deps import Deps
@@ -230,47 +231,34 @@ class Inflight:
             stop.set_result(reason)
 
     async def _watch(self, namespace: str, flavor: str) -> None:
-        """Follow the LLMJobs of one flavor; list again whenever the watch breaks."""
+        """Follow the LLMJobs of one flavor (a field selector on ``spec.flavor``)."""
+
+        async def listed(items: list[Obj]) -> None:
+            by_uid = {o["metadata"]["uid"]: o for o in items}
+            gone = [
+                uid
+                for uid, o in self._objects.items()
+                if o["metadata"]["namespace"] == namespace
+                and o.get("spec", {}).get("flavor") == flavor
+                and uid not in by_uid
+            ]
+            for uid in gone:
+                self._objects.pop(uid)
+            for obj in items:
+                # Items of a list may lack these; a status write needs them.
+                obj.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+                obj.setdefault("kind", "LLMJob")
+                self._remember(namespace, obj)
+            for ref, stop in list(self._running.values()):
+                if ref.namespace == namespace and (ref.uid in by_uid or ref.uid in gone):
+                    self._check(ref, stop, by_uid.get(ref.uid))
+
+        async def changed(kind: str, obj: Obj) -> None:
+            self._remember(namespace, obj, deleted=kind == "DELETED")
+            uid = obj.get("metadata", {}).get("uid")
+            for ref, stop in list(self._running.values()):
+                if ref.uid == uid:
+                    self._check(ref, stop, None if kind == "DELETED" else obj)
+
         selector = f"spec.flavor={flavor}"
-        while True:
-            try:
-                items, version = await self.deps.kube.list_with_version(
-                    LLMJOBS, namespace, field_selector=selector
-                )
-                by_uid = {o["metadata"]["uid"]: o for o in items}
-                gone = [
-                    uid
-                    for uid, o in self._objects.items()
-                    if o["metadata"]["namespace"] == namespace
-                    and o.get("spec", {}).get("flavor") == flavor
-                    and uid not in by_uid
-                ]
-                for uid in gone:
-                    self._objects.pop(uid)
-                for obj in items:
-                    # Items of a list may lack these; a status write needs them.
-                    obj.setdefault("apiVersion", f"{GROUP}/{VERSION}")
-                    obj.setdefault("kind", "LLMJob")
-                    self._remember(namespace, obj)
-                for ref, stop in list(self._running.values()):
-                    if ref.namespace == namespace and (ref.uid in by_uid or ref.uid in gone):
-                        self._check(ref, stop, by_uid.get(ref.uid))
-                async for event in self.deps.kube.watch(
-                    LLMJOBS, namespace, version, field_selector=selector
-                ):
-                    kind, obj = event.get("type"), event.get("object", {})
-                    if kind == "ERROR":
-                        break  # e.g. 410 Gone: the version is too old, list again
-                    version = obj.get("metadata", {}).get("resourceVersion", version)
-                    if kind == "BOOKMARK":
-                        continue
-                    self._remember(namespace, obj, deleted=kind == "DELETED")
-                    uid = obj.get("metadata", {}).get("uid")
-                    for ref, stop in list(self._running.values()):
-                        if ref.uid == uid:
-                            self._check(ref, stop, None if kind == "DELETED" else obj)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("watch of the LLMJobs of %s/%s broke: %s", namespace, flavor, exc)
-                await asyncio.sleep(WATCH_RETRY_SECONDS)
+        await Reflector(self.deps.kube, LLMJOBS, listed, changed, namespace, selector).run()
