@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from llmloom import ratelimit, tokens, wire
+from llmloom import ratelimit, sharing, tokens, wire
 from llmloom.api.errors import APIError
 from llmloom.api.services import Services
 from llmloom.ratelimit import RateState
@@ -106,15 +106,24 @@ def refusal(
     estimate: int,
     headers: dict[str, str],
     now: datetime,
+    flavor: str = "",
+    shared: ratelimit.SharedLimits | None = None,
 ) -> APIError:
     """The 429 of a refused request, worded and coded as OpenAI's."""
-    if decision.outcome == "over_budget":
+    if decision.outcome in ("over_budget", "over_flavor_budget"):
         period = decision.period
-        left = max(0, (limits.token_budget or 0) - decision.budget_used)
+        on_flavor = decision.outcome == "over_flavor_budget" and shared is not None
+        budget = (shared.token_budget if on_flavor and shared else limits.token_budget) or 0
+        whose = (
+            f"your token budget on the shared model '{flavor}'"
+            if on_flavor
+            else ("your token budget")
+        )
+        left = max(0, budget - decision.budget_used)
         return APIError(
             429,
-            f"You exceeded your token budget for this {period.kind} ({period.id}): "
-            f"limit {limits.token_budget}, used {decision.budget_used}, left {left}"
+            f"You exceeded {whose} for this {period.kind} ({period.id}): "
+            f"limit {budget}, used {decision.budget_used}, left {left}"
             + (f", this request needs about {estimate}" if estimate else "")
             + f". It resets at {period.end.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
             "insufficient_quota",
@@ -160,26 +169,43 @@ async def admit(
     when it does not fit, else what it was charged."""
     limits = await services.limits.get(namespace)
     per_flavor = flavor.spec.rate_limit or RateLimit()
+    terms = sharing.terms(flavor, namespace)
+    shared = (
+        None
+        if terms is None
+        else ratelimit.SharedLimits(
+            terms.requests_per_minute, terms.tokens_per_minute, terms.token_budget
+        )
+    )
     counted = (
         limits.tokens_per_minute is not None
         or limits.token_budget is not None
         or per_flavor.tokens_per_minute is not None
+        or (shared is not None and (shared.tokens_per_minute, shared.token_budget) != (None, None))
     )
     # Counting is CPU work (a request may hold megabytes): off the event loop, and only
     # where a limit needs the number before the provider counts it.
     cost = await asyncio.to_thread(estimate) if counted else 0
     name = flavor.metadata.name
     rates = ratelimit.rates_for(
-        namespace, name, limits, per_flavor.requests_per_minute, per_flavor.tokens_per_minute, cost
+        namespace,
+        name,
+        limits,
+        per_flavor.requests_per_minute,
+        per_flavor.tokens_per_minute,
+        cost,
+        shared,
     )
     now = datetime.now(UTC)
     period = ratelimit.budget_period(limits.budget_period, now)
+    flavor_budget = shared.token_budget if shared else None
     decision = await ratelimit.admit(
-        services.redis, namespace, name, rates, limits.token_budget, period, cost
+        services.redis, namespace, name, rates, limits.token_budget, period, cost, flavor_budget
     )
     headers = rate_headers(decision.states)
     if not decision.admitted:
         kind = decision.refused.kind if decision.refused else "budget"
         services.metrics.rate_limited.labels(namespace, kind).inc()
-        raise refusal(decision, limits, cost, headers, now)
-    return Admission(ratelimit.charge_for(namespace, name, decision, rates, cost), headers)
+        raise refusal(decision, limits, cost, headers, now, name, shared)
+    charge = ratelimit.charge_for(namespace, name, decision, rates, cost, flavor_budget is not None)
+    return Admission(charge, headers)

@@ -84,7 +84,7 @@ async def create_job(request: JobRequest, services: ServicesDep, tenant: TenantD
         first = exc.errors()[0]
         param = ".".join(["spec", *(str(p) for p in first["loc"])])
         raise APIError(400, f"{param}: {first['msg']}", param=param) from exc
-    flavor = services.flavors.get(tenant, spec.flavor)  # the watch cache: no read
+    flavor = services.catalog.named(tenant, spec.flavor)  # the watch caches: no read
     if flavor is None:
         raise APIError(
             404,

@@ -30,12 +30,14 @@ def model_entry(flavor: Flavor, created: int) -> dict[str, Any]:
         "id": flavor.metadata.name,
         "object": "model",
         "created": created,
-        "owned_by": flavor.metadata.namespace,
+        # A shared model belongs to the cluster's platform team, not to a tenant.
+        "owned_by": "cluster" if flavor.shared else flavor.metadata.namespace,
         "llmloom": {
             "provider": flavor.spec.provider,
             "model": flavor.spec.model,
             "capabilities": flavor.spec.capabilities,
             "context_window": flavor.spec.context_window,
+            "shared": flavor.shared,
         },
     }
 
@@ -52,10 +54,11 @@ def _created(flavor: Flavor) -> int:
     "/v1/models", response_model=None, responses={200: {"model": ModelList}, **responses(401)}
 )
 async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    """The tenant's Ready flavors (from the watch cache)."""
+    """The tenant's Ready flavors and the Ready shared models granted to it (from the
+    watch caches)."""
     data = [
         model_entry(flavor, _created(flavor))
-        for flavor in services.flavors.in_namespace(tenant)
+        for flavor in services.catalog.visible(tenant)
         if ready(flavor)
     ]
     return {"object": "list", "data": sorted(data, key=lambda m: m["id"])}
@@ -67,8 +70,9 @@ async def list_models(services: ServicesDep, tenant: TenantDep) -> dict[str, Any
     responses={200: {"model": ModelEntry}, **responses(401, 404)},
 )
 async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    """One of the tenant's flavors, by name (from the watch cache)."""
-    flavor = services.flavors.get(tenant, model)
+    """One of the tenant's flavors or granted shared models, by name (from the watch
+    caches)."""
+    flavor = services.catalog.named(tenant, model)
     if flavor is None:
         raise APIError(
             404,

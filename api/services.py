@@ -12,10 +12,9 @@ from llmloom import ratelimit
 from llmloom.api.auth import TokenAuth
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.waiter import ResultWaiter
-from llmloom.informer import Informer
-from llmloom.kube import FLAVORS, Kube
-from llmloom.resources import Flavor
+from llmloom.kube import Kube
 from llmloom.settings import ApiSettings
+from llmloom.sharing import Catalog
 
 FLAVOR_SYNC_SECONDS = 10.0
 """How long the API waits at start for its first list of the flavors."""
@@ -33,8 +32,9 @@ class Services:
     auth: TokenAuth
     limits: ratelimit.TenantLimitsSource
     metrics: ApiMetrics
-    flavors: Informer[Flavor]
-    """Every flavor, from a watch: a request resolves its model in memory."""
+    catalog: Catalog
+    """Every Flavor, ClusterFlavor and Namespace, from watches: a request resolves its
+    model (and the grant of a shared one) in memory."""
 
     @classmethod
     async def start(cls, settings: ApiSettings, metrics: ApiMetrics) -> Services:
@@ -42,15 +42,10 @@ class Services:
         redis = Redis.from_url(settings.redis_url)
         waiter = ResultWaiter(redis)
         await waiter.start()
-        flavors = Informer(
-            kube,
-            FLAVORS,
-            Flavor.model_validate,
-            {"model": lambda f: (f.metadata.namespace, f.spec.model)},
-        )
-        flavors.start()
+        catalog = Catalog.watching(kube)
+        catalog.start()
         with contextlib.suppress(TimeoutError):  # /readyz says so until it has listed them
-            await flavors.wait_synced(FLAVOR_SYNC_SECONDS)
+            await catalog.wait_synced(FLAVOR_SYNC_SECONDS)
         return cls(
             settings=settings,
             kube=kube,
@@ -69,11 +64,11 @@ class Services:
                 settings.limits_cache_seconds,
             ),
             metrics=metrics,
-            flavors=flavors,
+            catalog=catalog,
         )
 
     async def close(self) -> None:
-        await self.flavors.stop()
+        await self.catalog.stop()
         await self.waiter.stop()
         await self.kube.aclose()
         await self.redis.aclose()

@@ -72,13 +72,11 @@ async def delete_job(services: Services, namespace: str, name: str) -> bool:
 
 
 def resolve_flavor(services: Services, namespace: str, model: str) -> Flavor:
-    """The tenant's flavor for a requested model, from the watch cache: by flavor name,
-    else by model id (the first by name, when several serve it)."""
-    named = services.flavors.get(namespace, model)
-    if named is not None:
-        return named
-    for flavor in services.flavors.by("model", (namespace, model)):
-        return flavor
+    """The tenant's flavor for a requested model, from the watch caches: its own Flavor by
+    name or model id, else a ClusterFlavor granted to it (``llmloom.sharing``)."""
+    found = services.catalog.for_model(namespace, model)
+    if found is not None:
+        return found
     raise APIError(
         404,
         f"The model '{model}' does not exist or you do not have access to it.",
@@ -116,7 +114,7 @@ def ensure_available(services: Services, namespace: str, flavor: Flavor) -> None
     if reason is None:
         return
     for name in flavor.spec.failover_flavors:
-        found = services.flavors.get(namespace, name)
+        found = services.catalog.named(namespace, name, within=flavor)
         if found is not None and unavailable_reason(found) is None:
             return
     raise APIError(

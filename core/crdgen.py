@@ -39,6 +39,7 @@ class CrdInfo:
     """The scale subresource's paths, when the resource has one."""
     selectable: list[str] = field(default_factory=list)
     """Fields a list or watch can select on (``fieldSelector``; Kubernetes 1.32+)."""
+    scope: str = "Namespaced"
 
 
 def _cond(ctype: str, field: str = "status") -> str:
@@ -81,6 +82,40 @@ CRDS = [
             "statusReplicasPath": ".status.replicas.ready",
             "labelSelectorPath": ".status.selector",
         },
+    ),
+    CrdInfo(
+        kind="ClusterFlavor",
+        plural="clusterflavors",
+        singular="clusterflavor",
+        short_names=["cflv"],
+        spec=resources.ClusterFlavorSpec,
+        status=resources.ClusterFlavorStatus,
+        description=(
+            "A model shared by many tenants: a Flavor outside any namespace, used by the "
+            "namespaces its tenantSelector grants, each on its own terms (weight, limits)."
+        ),
+        columns=[
+            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
+            {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+            {"name": "Ready", "type": "string", "jsonPath": _cond("Ready")},
+            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas.ready"},
+            {"name": "Tenants", "type": "integer", "jsonPath": ".status.tenants"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {
+                "name": "Reason",
+                "type": "string",
+                "jsonPath": _cond("Ready", "reason"),
+                "priority": 1,
+            },
+            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+        ],
+        rules=[_NAME_RULE],
+        scale={
+            "specReplicasPath": ".spec.deploy.replicas.min",
+            "statusReplicasPath": ".status.replicas.ready",
+            "labelSelectorPath": ".status.selector",
+        },
+        scope="Cluster",
     ),
     CrdInfo(
         kind="LLMJob",
@@ -214,7 +249,7 @@ def crd(info: CrdInfo) -> Schema:
                 "shortNames": info.short_names,
                 "categories": ["llmloom"],
             },
-            "scope": "Namespaced",
+            "scope": info.scope,
             "versions": [
                 {
                     "name": VERSION,

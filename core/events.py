@@ -21,22 +21,30 @@ EVENTS = Resource("", "v1", "events")
 EventType = Literal["Normal", "Warning"]
 
 
+def event_namespace(meta: dict[str, Any]) -> str:
+    """Where the events of an object are kept."""
+    return str(meta.get("namespace") or "default")
+
+
 def event_body(
     kind: str, meta: dict[str, Any], reason: str, message: str, type: EventType, component: str
 ) -> dict[str, Any]:
-    """A core/v1 Event about one LLMLoom object."""
+    """A core/v1 Event about one LLMLoom object (about a cluster-scoped one, such as a
+    ClusterFlavor, in ``default``, as Kubernetes records events of Nodes)."""
     now = timestamps.now()
+    involved = {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+    }
+    if meta.get("namespace"):
+        involved["namespace"] = meta["namespace"]
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": kind,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-        },
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": event_namespace(meta)},
+        "involvedObject": involved,
         "reason": reason,
         "message": message[:1024],
         "type": type,
@@ -61,9 +69,7 @@ async def post(
     """Record an Event on the object named by ``meta`` (name, namespace, uid)."""
     try:
         await kube.create(
-            EVENTS, meta["namespace"], event_body(kind, meta, reason, message, type, component)
+            EVENTS, event_namespace(meta), event_body(kind, meta, reason, message, type, component)
         )
     except (KubeError, OSError) as exc:
-        log.warning(
-            "could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc
-        )
+        log.warning("could not post event %s on %s %s: %s", reason, kind, meta["name"], exc)

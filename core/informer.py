@@ -110,6 +110,9 @@ class Informer(Generic[T]):
         self.synced = self.reflector.synced
         """Set once the first list is in."""
         self._task: asyncio.Task[None] | None = None
+        self.on_change: Callable[[str, T | None], None] | None = None
+        """Told of each change the watch brings (ADDED, MODIFIED with the object as parsed,
+        DELETED with None), after the cache holds it."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(
@@ -167,8 +170,11 @@ class Informer(Generic[T]):
             self._put(obj)
 
     async def _changed(self, kind: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
         if kind == "DELETED":
-            meta = obj.get("metadata") or {}
-            self._drop((meta.get("namespace") or "", meta.get("name") or ""))
+            self._drop(key)
         else:
             self._put(obj)
+        if self.on_change is not None:
+            self.on_change(kind, self.objects.get(key))

@@ -52,6 +52,7 @@ class Resource:
 
 
 FLAVORS = Resource(GROUP, VERSION, "flavors")
+CLUSTER_FLAVORS = Resource(GROUP, VERSION, "clusterflavors")
 LLMJOBS = Resource(GROUP, VERSION, "llmjobs")
 LLMBATCHES = Resource(GROUP, VERSION, "llmbatches")
 SECRETS = Resource("", "v1", "secrets")
@@ -378,5 +379,5 @@ class Kube:
         """PUT the status subresource; the body's resourceVersion makes it conditional (409)."""
         meta = body["metadata"]
         return await self._call(
-            "PUT", res.path(meta["namespace"], meta["name"], "status"), json=body
+            "PUT", res.path(meta.get("namespace"), meta["name"], "status"), json=body
         )

@@ -8,7 +8,9 @@ set with SET NX makes sure exactly one of them does.
 
 Each flavor has three queues, one per priority band (``spec.priority`` above,
 at or below zero); a worker takes from them in that order, so a high-priority
-job never waits behind normal ones.
+job never waits behind normal ones. A flavor's queues are ``namespace/flavor``;
+a shared model (a ClusterFlavor) has three per tenant, ``flavor@namespace``,
+which its workers serve in weighted fair order (``llmloom.sharing``).
 """
 
 from __future__ import annotations
@@ -71,10 +73,23 @@ class JobRef(BaseModel):
         return f"{self.uid}-g{self.generation}"
 
 
-def queue_name(namespace: str, flavor: str, priority: int = 0) -> str:
-    """The RQ queue of one flavor and priority band (flavors are namespaced, so are queues)."""
-    base = f"{namespace}/{flavor}"
+def queue_name(namespace: str, flavor: str, priority: int = 0, shared: bool = False) -> str:
+    """The RQ queue of one flavor and priority band: ``namespace/flavor`` (flavors are
+    namespaced, so are queues), or ``flavor@namespace`` for a tenant's work on a shared
+    model (``namespace`` is then the tenant's)."""
+    base = f"{flavor}@{namespace}" if shared else f"{namespace}/{flavor}"
     return f"{base}:high" if priority > 0 else f"{base}:low" if priority < 0 else base
+
+
+def shared_tenants(redis: Redis, flavor: str) -> list[str]:
+    """The tenants that have (or had) queues on a shared model, from RQ's set of queues."""
+    prefix = f"{Queue.redis_queue_namespace_prefix}{flavor}@"
+    found: set[str] = set()
+    for raw in redis.smembers(Queue.redis_queues_keys):
+        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if key.startswith(prefix):
+            found.add(key[len(prefix) :].removesuffix(":high").removesuffix(":low"))
+    return sorted(found)
 
 
 def queue_names(flavor_queue: str) -> list[str]:
@@ -90,13 +105,20 @@ class Depth:
     running: int
 
 
-def depth(redis: Redis, namespace: str, flavor: str) -> Depth:
-    """Jobs waiting on and running from a flavor's queues."""
+def depth(redis: Redis, namespace: str, flavor: str, shared: bool = False) -> Depth:
+    """Jobs waiting on and running from a flavor's queues (every tenant's, for a shared
+    model: ``namespace`` is then ignored)."""
+    bases = (
+        [queue_name(t, flavor, shared=True) for t in shared_tenants(redis, flavor)]
+        if shared
+        else [queue_name(namespace, flavor)]
+    )
     pending = running = 0
-    for name in queue_names(queue_name(namespace, flavor)):
-        q = queue(name, redis)
-        pending += q.count
-        running += StartedJobRegistry(queue=q).get_job_count(cleanup=False)
+    for base in bases:
+        for name in queue_names(base):
+            q = queue(name, redis)
+            pending += q.count
+            running += StartedJobRegistry(queue=q).get_job_count(cleanup=False)
     return Depth(pending=pending, running=running)
 
 
@@ -155,6 +177,8 @@ class Work:
     flavor: str
     priority: int = 0
     timeout_seconds: int = 3600
+    shared: bool = False
+    """``flavor`` is a ClusterFlavor: the work goes on the tenant's queue of it."""
 
 
 def stage(pipe: Any, work: Work) -> None:
@@ -166,7 +190,7 @@ def stage(pipe: Any, work: Work) -> None:
     a request's whole bookkeeping is one. The caller owns the marker's check.
     """
     ref = work.ref
-    name = queue_name(ref.namespace, work.flavor, work.priority)
+    name = queue_name(ref.namespace, work.flavor, work.priority, work.shared)
     job = Job.create(
         JOB_FUNCTION,
         args=(ref.model_dump(exclude_none=True),),
@@ -215,21 +239,32 @@ def enqueue_many(redis: Redis, works: list[Work]) -> int:
 
 
 def enqueue(
-    redis: Redis, flavor: str, ref: JobRef, priority: int = 0, timeout_seconds: int = 3600
+    redis: Redis,
+    flavor: str,
+    ref: JobRef,
+    priority: int = 0,
+    timeout_seconds: int = 3600,
+    shared: bool = False,
 ) -> bool:
     """Put one job version on its flavor's queue unless someone already did.
 
     Returns:
         True when this call enqueued it, False when it was already enqueued.
     """
-    return enqueue_many(redis, [Work(ref, flavor, priority, timeout_seconds)]) == 1
+    return enqueue_many(redis, [Work(ref, flavor, priority, timeout_seconds, shared)]) == 1
 
 
 def work_of(job: LLMJob, flavor: Flavor) -> Work:
     """The queue entry of a job's current version: its priority band and attempt limit; a
     request's job carries its spec."""
     ref = JobRef.of(job, with_spec=job.spec.request is not None)
-    return Work(ref, job.spec.flavor, job.spec.priority, job_timeout(flavor, job.spec.task))
+    return Work(
+        ref,
+        flavor.metadata.name,
+        job.spec.priority,
+        job_timeout(flavor, job.spec.task),
+        flavor.shared,
+    )
 
 
 def enqueue_job(redis: Redis, job: LLMJob, flavor: Flavor) -> bool:

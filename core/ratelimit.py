@@ -206,9 +206,20 @@ class Rate:
         return WINDOW_MS / self.limit
 
 
-def rate_key(tenant: str, kind: Kind, flavor: str | None = None) -> str:
-    scope = f"{tenant}/{flavor}" if flavor else tenant
+def rate_key(tenant: str | None, kind: Kind, flavor: str | None = None) -> str:
+    """A limiter's key: a tenant's, a tenant's flavor's, a tenant's share of a shared
+    model (``flavor`` as ``@name``), or a shared model's as a whole (tenant None)."""
+    scope = tenant if not flavor else flavor if tenant is None else f"{tenant}/{flavor}"
     return f"llmloom:rate:{scope}:{kind}"
+
+
+@dataclass(frozen=True)
+class SharedLimits:
+    """A tenant's limits on a shared model (its ClusterFlavor's terms for the tenant)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    token_budget: int | None = None
 
 
 def rates_for(
@@ -218,23 +229,39 @@ def rates_for(
     flavor_requests: int | None,
     flavor_tokens: int | None,
     tokens: int,
+    shared: SharedLimits | None = None,
 ) -> list[Rate]:
-    """The limiters of one request: the tenant's, then its flavor's, where set."""
-    candidates: list[tuple[Kind, int | None, int, str | None]] = [
-        ("requests", limits.requests_per_minute, 1, None),
-        ("tokens", limits.tokens_per_minute, tokens, None),
-        ("requests", flavor_requests, 1, flavor),
-        ("tokens", flavor_tokens, tokens, flavor),
+    """The limiters of one request: the tenant's, then its flavor's, where set. For a shared
+    model (``shared`` given), the flavor's own limits hold every tenant together, and the
+    tenant's share of it is held to its terms."""
+    rows: list[tuple[Kind, int | None, int, str | None, str]] = [
+        ("requests", limits.requests_per_minute, 1, tenant, ""),
+        ("tokens", limits.tokens_per_minute, tokens, tenant, ""),
     ]
+    if shared is None:
+        rows += [
+            ("requests", flavor_requests, 1, tenant, flavor),
+            ("tokens", flavor_tokens, tokens, tenant, flavor),
+        ]
+    else:
+        rows += [
+            ("requests", shared.requests_per_minute, 1, tenant, f"@{flavor}"),
+            ("tokens", shared.tokens_per_minute, tokens, tenant, f"@{flavor}"),
+            ("requests", flavor_requests, 1, None, f"@{flavor}"),
+            ("tokens", flavor_tokens, tokens, None, f"@{flavor}"),
+        ]
+
+    def holder(who: str | None, of_flavor: str) -> str:
+        if not of_flavor:
+            return f"tenant {who}"
+        if of_flavor.startswith("@"):
+            name = of_flavor[1:]
+            return f"shared model {name}" if who is None else f"tenant {who} on shared model {name}"
+        return f"flavor {of_flavor}"
+
     return [
-        Rate(
-            rate_key(tenant, kind, of_flavor),
-            kind,
-            limit,
-            cost,
-            f"flavor {of_flavor}" if of_flavor else f"tenant {tenant}",
-        )
-        for kind, limit, cost, of_flavor in candidates
+        Rate(rate_key(who, kind, of_flavor or None), kind, limit, cost, holder(who, of_flavor))
+        for kind, limit, cost, who, of_flavor in rows
         if limit is not None
     ]
 
@@ -264,9 +291,12 @@ def rate_state(rate: Rate, backlog_ms: float) -> RateState:
 # KEYS: the n GCRA keys, then the tenant's usage hash for the period.
 # ARGV: n; interval (ms per unit) and cost of each limiter; the budget (-1: none);
 #       the estimated tokens; the flavor; the usage hash's TTL in seconds.
+#       Then the tenant's budget on the flavor (-1: none; its usage is the usage hash's
+#       f:<flavor>:total_tokens and f:<flavor>:pending_tokens).
 # Returns: outcome (0 admitted, 1 rate limited, 2 larger than a whole minute of a
-#          rate, 3 over budget), retry-after ms, the refusing limiter's index (1-based),
-#          tokens used in the period, then each limiter's backlog (TAT - now) in ms.
+#          rate, 3 over budget, 4 over the budget on the flavor), retry-after ms, the
+#          refusing limiter's index (1-based), tokens used in the period (of the budget
+#          that refused, or the tenant's), then each limiter's backlog (TAT - now) in ms.
 ADMIT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -281,6 +311,16 @@ if budget >= 0 then
     + tonumber(redis.call('HGET', usage, 'pending_tokens') or '0')
   if used >= budget or used + estimate > budget then
     outcome = 3
+  end
+end
+local fbudget = tonumber(ARGV[2 * n + 6])
+local fpending = 'f:' .. ARGV[2 * n + 4] .. ':pending_tokens'
+local ftotal = 'f:' .. ARGV[2 * n + 4] .. ':total_tokens'
+if outcome == 0 and fbudget >= 0 then
+  local fused = tonumber(redis.call('HGET', usage, ftotal) or '0')
+    + tonumber(redis.call('HGET', usage, fpending) or '0')
+  if fused >= fbudget or fused + estimate > fbudget then
+    outcome, used = 4, fused
   end
 end
 local tats = {}
@@ -311,6 +351,9 @@ if outcome == 0 then
   redis.call('HINCRBY', usage, flavor, 1)
   if estimate > 0 then
     redis.call('HINCRBY', usage, 'pending_tokens', estimate)
+    if fbudget >= 0 then
+      redis.call('HINCRBY', usage, fpending, estimate)
+    end
   end
   redis.call('EXPIRE', usage, ARGV[2 * n + 5])
 end
@@ -321,8 +364,14 @@ end
 return out
 """
 
-Outcome = Literal["admitted", "rate_limited", "too_large", "over_budget"]
-_OUTCOMES: tuple[Outcome, ...] = ("admitted", "rate_limited", "too_large", "over_budget")
+Outcome = Literal["admitted", "rate_limited", "too_large", "over_budget", "over_flavor_budget"]
+_OUTCOMES: tuple[Outcome, ...] = (
+    "admitted",
+    "rate_limited",
+    "too_large",
+    "over_budget",
+    "over_flavor_budget",
+)
 
 
 @dataclass(frozen=True)
@@ -369,16 +418,33 @@ async def admit(
     budget: int | None,
     period: BudgetPeriod,
     tokens: int,
+    flavor_budget: int | None = None,
 ) -> Decision:
-    """Check one request against its limiters and the tenant's budget; charge them if it
-    fits (one request, ``tokens`` estimated tokens), or nothing if it does not."""
+    """Check one request against its limiters, the tenant's budget and its budget on the
+    flavor (a shared model's terms); charge them if it fits (one request, ``tokens``
+    estimated tokens), or nothing if it does not."""
+    keys, args = admit_call(tenant, flavor, rates, budget, period, tokens, flavor_budget)
+    reply = await redis.eval(ADMIT_SCRIPT, len(keys), *keys, *args)
+    return decision_from_reply(list(reply), rates, period)
+
+
+def admit_call(
+    tenant: str,
+    flavor: str,
+    rates: list[Rate],
+    budget: int | None,
+    period: BudgetPeriod,
+    tokens: int,
+    flavor_budget: int | None = None,
+) -> tuple[list[str], list[str | int | float]]:
+    """The keys and arguments of ``ADMIT_SCRIPT`` for one request."""
     keys = [r.key for r in rates] + [usage_key(tenant, period)]
     args: list[str | int | float] = [len(rates)]
     for r in rates:
         args += [repr(r.interval_ms), r.cost]
     args += [-1 if budget is None else budget, tokens, flavor, _USAGE_TTL_SECONDS[period.kind]]
-    reply = await redis.eval(ADMIT_SCRIPT, len(keys), *keys, *args)
-    return decision_from_reply(list(reply), rates, period)
+    args += [-1 if flavor_budget is None else flavor_budget]
+    return keys, args
 
 
 # --------------------------------------------------------------------------- settling
@@ -394,10 +460,17 @@ class Charge(BaseModel):
     estimate: int
     token_rates: list[tuple[str, float]]
     """Key and interval of each token limiter the estimate went to."""
+    flavor_pending: bool = False
+    """The estimate is pending on the flavor too (a budget on it was checked)."""
 
 
 def charge_for(
-    tenant: str, flavor: str, decision: Decision, rates: list[Rate], tokens: int
+    tenant: str,
+    flavor: str,
+    decision: Decision,
+    rates: list[Rate],
+    tokens: int,
+    flavor_budget: bool = False,
 ) -> Charge:
     """What to settle later for a request that was admitted."""
     return Charge(
@@ -407,6 +480,7 @@ def charge_for(
         usage_ttl=_USAGE_TTL_SECONDS[decision.period.kind],
         estimate=tokens,
         token_rates=[(r.key, r.interval_ms) for r in rates if r.kind == "tokens"],
+        flavor_pending=flavor_budget,
     )
 
 
@@ -417,7 +491,8 @@ def charge_key(uid: str, version: int) -> str:
 
 # KEYS: the usage hash, then the token GCRA keys.
 # ARGV: estimate, prompt tokens, completion tokens, the flavor that answered, the usage
-#       hash's TTL, then each token limiter's interval.
+#       hash's TTL, the flavor whose pending tokens hold the estimate too ('' none),
+#       then each token limiter's interval.
 SETTLE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -425,6 +500,9 @@ local estimate, prompt, completion = tonumber(ARGV[1]), tonumber(ARGV[2]), tonum
 local usage, f = KEYS[1], 'f:' .. ARGV[4] .. ':'
 if estimate ~= 0 then
   redis.call('HINCRBY', usage, 'pending_tokens', -estimate)
+  if ARGV[6] ~= '' then
+    redis.call('HINCRBY', usage, 'f:' .. ARGV[6] .. ':pending_tokens', -estimate)
+  end
 end
 for name, value in pairs({prompt_tokens = prompt, completion_tokens = completion,
                           total_tokens = prompt + completion}) do
@@ -437,7 +515,7 @@ if delta ~= 0 then
   for i = 2, #KEYS do
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     if tat < now then tat = now end
-    local new = tat + delta * tonumber(ARGV[4 + i])
+    local new = tat + delta * tonumber(ARGV[5 + i])
     if new <= now then
       redis.call('DEL', KEYS[i])
     else
@@ -469,11 +547,20 @@ async def apply(
 ) -> Settled:
     """Replace a charge's estimate with the tokens actually spent (0 and 0: a refund)."""
     answered = flavor or charge.flavor
-    keys = [charge.usage_key, *(key for key, _ in charge.token_rates)]
-    args: list[str | int] = [charge.estimate, prompt, completion, answered, charge.usage_ttl]
-    args += [repr(interval) for _, interval in charge.token_rates]
+    keys, args = settle_call(charge, prompt, completion, answered)
     await redis.eval(SETTLE_SCRIPT, len(keys), *keys, *args)
     return Settled(charge.tenant, answered, prompt, completion)
+
+
+def settle_call(
+    charge: Charge, prompt: int, completion: int, answered: str
+) -> tuple[list[str], list[str | int]]:
+    """The keys and arguments of ``SETTLE_SCRIPT`` for one finished request."""
+    keys = [charge.usage_key, *(key for key, _ in charge.token_rates)]
+    args: list[str | int] = [charge.estimate, prompt, completion, answered, charge.usage_ttl]
+    args.append(charge.flavor if charge.flavor_pending else "")
+    args += [repr(interval) for _, interval in charge.token_rates]
+    return keys, args
 
 
 def spent(usage: Mapping[str, Any] | None) -> tuple[int, int]:

@@ -322,9 +322,11 @@ class FlavorSpec(Model):
     retry: Retry = Field(default_factory=Retry, json_schema_extra=server_default(Retry))
     """Retries of calls that failed for reasons that may pass (429, 5xx, timeouts)."""
     fallback_flavor: str | None = Field(default=None, min_length=1, max_length=253)
-    """Flavor (same namespace) that takes a job whose prompt overflows this model's context."""
+    """Flavor that takes a job whose prompt overflows this model's context: one of the
+    namespace's, else a ClusterFlavor granted to it (for a ClusterFlavor: another one)."""
     failover_flavors: list[str] = Field(default_factory=list, max_length=16)
-    """Flavors (same namespace) tried in order when this one keeps failing after its retries."""
+    """Flavors tried in order when this one keeps failing after its retries (named as
+    ``fallbackFlavor`` is)."""
     pricing: Pricing | None = None
     """Prices, for the cost in each job's usage."""
     rate_limit: RateLimit | None = None
@@ -369,6 +371,87 @@ class FlavorStatus(Model):
     """Label selector of the model-server pods (for the scale subresource)."""
     last_scale_time: datetime | None = None
     """When the load last justified the current number of pods (scale-down delay)."""
+
+
+# --------------------------------------------------------------------------- ClusterFlavor
+
+
+class LabelSelectorRequirement(Model):
+    """One expression of a label selector, as Kubernetes spells it."""
+
+    key: str = Field(min_length=1, max_length=317)
+    """The label's key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the label's value is compared with ``values``."""
+    values: list[str] = Field(default_factory=list, max_length=256)
+    """Values for In and NotIn; empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(Model):
+    """Kubernetes' label selector: every term must hold; an empty selector selects all."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels that must be present with exactly these values."""
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=64)
+    """Expressions that must all hold."""
+
+
+class TenantTerms(Model):
+    """What one tenant gets of a shared model: its share of the workers and its limits.
+    Unset limits are no limit (the tenant's own limits still apply)."""
+
+    weight: int | None = Field(default=None, ge=1, le=1000)
+    """Share of the model when tenants compete for it: a tenant of weight 2 is served twice
+    as often as one of weight 1 (default 1)."""
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    """Requests per minute this tenant may send to the model."""
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Tokens per minute this tenant may spend on the model."""
+    token_budget: int | None = Field(default=None, ge=0)
+    """Tokens this tenant may spend on the model per budget period (the tenant's period:
+    its llmloom.io/token-budget-period, else the API's setting)."""
+
+
+class TenantOverride(TenantTerms):
+    """Terms for one tenant, over the default terms (fields left unset keep the default)."""
+
+    namespace: str = Field(min_length=1, max_length=63)
+    """The tenant's namespace."""
+
+
+class Sharing(Model):
+    """How a shared model is divided among the tenants it is granted to."""
+
+    default: TenantTerms = Field(default_factory=TenantTerms)
+    """Terms of every granted tenant."""
+    tenants: list[TenantOverride] = Field(
+        default_factory=list,
+        max_length=1000,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["namespace"],
+        },
+    )
+    """Terms of particular tenants, over the default."""
+
+
+class ClusterFlavorSpec(FlavorSpec):
+    """A Flavor's spec, for a model shared by many tenants, and who may use it. Its pods,
+    workers and API-key Secret live in LLMLoom's own namespace; its fallbackFlavor and
+    failoverFlavors name other ClusterFlavors."""
+
+    tenant_selector: LabelSelector | None = None
+    """Namespaces (tenants) that may use the model, by their labels: an empty selector
+    ({}) grants every namespace; unset grants none."""
+    sharing: Sharing = Field(default_factory=Sharing)
+    """Each tenant's weight and limits on the model."""
+
+
+class ClusterFlavorStatus(FlavorStatus):
+    """Observed state of a shared model."""
+
+    tenants: int | None = None
+    """Namespaces granted the model now."""
 
 
 # --------------------------------------------------------------------------- LLMJob
@@ -880,13 +963,33 @@ class ObjectMeta(Model):
 
 
 class Flavor(Model):
-    """A Flavor object as read from the API server."""
+    """A Flavor object as read from the API server (or a ClusterFlavor: ``shared``)."""
 
     api_version: str = API_VERSION
-    kind: Literal["Flavor"] = "Flavor"
+    kind: Literal["Flavor", "ClusterFlavor"] = "Flavor"
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: FlavorSpec
     status: FlavorStatus = Field(default_factory=FlavorStatus)
+
+    @property
+    def shared(self) -> bool:
+        """A cluster-scoped model that tenants share (a ClusterFlavor)."""
+        return self.kind == "ClusterFlavor"
+
+    def home(self, release_namespace: str) -> str:
+        """The namespace of the flavor's pods, workers and API-key Secret: its own, or the
+        release's for a shared model."""
+        return release_namespace if self.shared else self.metadata.namespace
+
+
+class ClusterFlavor(Flavor):
+    """A ClusterFlavor object: a Flavor that lives outside any namespace, shared by the
+    tenants its ``tenantSelector`` grants. Wherever a Flavor is used, one of these can
+    be (``shared`` tells them apart)."""
+
+    kind: Literal["Flavor", "ClusterFlavor"] = "ClusterFlavor"
+    spec: ClusterFlavorSpec
+    status: ClusterFlavorStatus = Field(default_factory=ClusterFlavorStatus)
 
 
 class LLMJob(Model):

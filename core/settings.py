@@ -26,6 +26,9 @@ class CommonSettings(BaseSettings):
     file_ttl_seconds: int = Field(default=30 * 24 * 3600, gt=0)
     """How long uploaded files and batches' output and error files live in Redis."""
     log_level: str = "INFO"
+    release_namespace: str = "llmloom-system"
+    """Namespace of the LLMLoom release: where shared models (ClusterFlavors) run their
+    pods and workers, and where their API-key Secrets live."""
 
 
 class OperatorSettings(CommonSettings):

@@ -57,7 +57,8 @@ def admit(
         return Admission(
             "reject",
             "FlavorNotFound",
-            f"Flavor {job.spec.flavor!r} does not exist in namespace {ns!r}",
+            f"Flavor {job.spec.flavor!r} does not exist in namespace {ns!r}, and no "
+            "ClusterFlavor of that name is granted to it",
         )
     # A document job is made of chat calls.
     needs = "chat" if job.spec.task == "document" else job.spec.task
@@ -69,7 +70,9 @@ def admit(
             f"(capabilities: {', '.join(flavor.spec.capabilities)})",
         )
     return Admission(
-        "enqueue", "Enqueued", f"queued on {queue_name(ns, job.spec.flavor, job.spec.priority)}"
+        "enqueue",
+        "Enqueued",
+        f"queued on {queue_name(ns, job.spec.flavor, job.spec.priority, flavor.shared)}",
     )
 
 

@@ -53,12 +53,12 @@ from llmloom import (
     timestamps,
 )
 from llmloom.batches import LineError
-from llmloom.informer import Informer
 from llmloom.kube import LLMBATCHES, Kube
 from llmloom.operator import recovery
 from llmloom.operator.workqueue import WorkQueue
 from llmloom.resources import Flavor, LLMBatch, RequestCounts, Usage
 from llmloom.settings import OperatorSettings
+from llmloom.sharing import Catalog
 
 log = logging.getLogger(__name__)
 QUEUE_CHUNK = 100
@@ -219,14 +219,15 @@ class BatchController:
         kube: Kube,
         redis: AsyncRedis,
         sync_redis: Redis,
-        flavors: Informer[Flavor],
+        catalog: Catalog,
         concurrency: int = 4,
     ) -> None:
         self.settings, self.kube, self.redis = settings, kube, redis
         self.sync_redis = sync_redis
         """RQ's client: queueing lines, and reading their queue entries."""
-        self.flavors = flavors
-        """The operator's watch cache of flavors (a line's flavor, for its time limit)."""
+        self.catalog = catalog
+        """The operator's watch caches of flavors (a line's flavor: its queue and time
+        limit)."""
         self.known: dict[tuple[str, str], dict[str, Any]] = {}
         """Batches seen and not finished, as the watch last saw them."""
         self._limit = asyncio.Semaphore(concurrency)
@@ -279,7 +280,7 @@ class BatchController:
     async def run(self) -> None:
         """Until cancelled: poked batches at once, every unfinished one each resync period
         (once the flavors are known, so that no line runs with an unknown flavor's limit)."""
-        await self.flavors.synced.wait()
+        await self.catalog.wait_synced()
         await self.queue.run()
 
     async def _known(self) -> set[tuple[str, str]]:
@@ -418,11 +419,12 @@ class BatchController:
     @staticmethod
     def _work(ref: queues.JobRef, flavor_name: str, flavor: Flavor | None) -> queues.Work:
         timeout = queues.job_timeout(flavor) if flavor else UNKNOWN_FLAVOR_TIMEOUT
-        return queues.Work(ref, flavor_name, batches.PRIORITY, timeout)
+        shared = flavor is not None and flavor.shared
+        return queues.Work(ref, flavor_name, batches.PRIORITY, timeout, shared)
 
     def _flavor(self, batch: LLMBatch, name: str) -> Flavor | None:
         """A line's flavor, for its attempt's time limit: from the watch cache."""
-        return self.flavors.get(batch.metadata.namespace, name)
+        return self.catalog.named(batch.metadata.namespace, name)
 
     async def _queue(
         self, batch: LLMBatch, position: int, room: int, header: batches.PreparedHeader

@@ -5,6 +5,12 @@ self-hosted flavor (``spec.deploy``) gets a Deployment whose pods hold the
 model server (vLLM or Ollama, on GPU nodes) and the worker side by side, and a
 Service in front of the model server. Every object carries an ownerReference
 to its flavor, so deleting the flavor deletes them.
+
+A shared model (ClusterFlavor) gets the same objects in the release's
+namespace (the builders take it "placed" there: ``placed``), named ``cf-<name>``
+so that they never meet a Flavor of the same name, and labelled with
+``SHARED_LABEL`` instead of ``FLAVOR_LABEL``; its workers serve every tenant's
+queue of it (``--queue <name>@*``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from llmloom.settings import OperatorSettings
 
 Obj = dict[str, Any]
 FLAVOR_LABEL = "llmloom.io/flavor"
+SHARED_LABEL = "llmloom.io/cluster-flavor"
+"""The label of a shared model's objects and pods (its value: the ClusterFlavor's name)."""
+SHARED_WORKER_LABEL = "llmloom.io/shared-worker"
+"""Marks the RoleBindings that let a shared model's workers serve a tenant's jobs."""
 MANAGER = OPERATOR
 READY_FILE = "/tmp/llmloom-ready"
 
@@ -58,21 +68,35 @@ PROVIDERS: dict[str, ProviderDefaults] = {
 CACHE_DIR = "/models"
 
 
+def placed(flavor: Flavor, release_namespace: str) -> Flavor:
+    """The flavor as the builders take it: in the namespace its objects live in (a shared
+    model's: the release's)."""
+    if not flavor.shared:
+        return flavor
+    meta = flavor.metadata.model_copy(update={"namespace": release_namespace})
+    return flavor.model_copy(update={"metadata": meta})
+
+
+def child_name(flavor: Flavor) -> str:
+    """The name of the flavor's Deployment and Service."""
+    return f"cf-{flavor.metadata.name}" if flavor.shared else flavor.metadata.name
+
+
 def labels(flavor: Flavor, component: str) -> dict[str, str]:
     """The labels of every object and pod of a flavor."""
     return {
         "app.kubernetes.io/name": f"llmloom-{component}",
-        "app.kubernetes.io/instance": flavor.metadata.name,
+        "app.kubernetes.io/instance": child_name(flavor),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/part-of": "llmloom",
         "app.kubernetes.io/managed-by": MANAGER,
-        FLAVOR_LABEL: flavor.metadata.name,
+        **selector(flavor),
     }
 
 
 def selector(flavor: Flavor) -> dict[str, str]:
     """The labels that select a flavor's pods."""
-    return {FLAVOR_LABEL: flavor.metadata.name}
+    return {(SHARED_LABEL if flavor.shared else FLAVOR_LABEL): flavor.metadata.name}
 
 
 def selector_string(flavor: Flavor) -> str:
@@ -82,7 +106,7 @@ def selector_string(flavor: Flavor) -> str:
 def owner_reference(flavor: Flavor) -> Obj:
     return {
         "apiVersion": API_VERSION,
-        "kind": "Flavor",
+        "kind": flavor.kind,
         "name": flavor.metadata.name,
         "uid": flavor.metadata.uid,
         "controller": True,
@@ -107,7 +131,7 @@ def model_port(flavor: Flavor) -> int:
 def service_endpoint(flavor: Flavor) -> str:
     """The in-cluster URL of a self-hosted flavor's model server (its API base)."""
     d = PROVIDERS[flavor.spec.provider]
-    ns, name = flavor.metadata.namespace, flavor.metadata.name
+    ns, name = flavor.metadata.namespace, child_name(flavor)
     return f"http://{name}.{ns}.svc:{model_port(flavor)}{d.api_prefix}"
 
 
@@ -131,6 +155,7 @@ def worker_container(flavor: Flavor, settings: OperatorSettings, local_endpoint:
         {"name": "LLMLOOM_REDIS_URL", "value": settings.worker_redis_url or settings.redis_url},
         {"name": "LLMLOOM_READY_FILE", "value": READY_FILE},
         {"name": "LLMLOOM_LOG_LEVEL", "value": settings.log_level},
+        {"name": "LLMLOOM_RELEASE_NAMESPACE", "value": settings.release_namespace},
     ]
     if local_endpoint is not None:
         env += [
@@ -140,17 +165,20 @@ def worker_container(flavor: Flavor, settings: OperatorSettings, local_endpoint:
     return {
         "name": "worker",
         "image": settings.worker_image,
-        "args": [
-            "worker",
-            "--queue",
-            queues.queue_name(flavor.metadata.namespace, flavor.metadata.name),
-        ],
+        "args": ["worker", "--queue", worker_queue(flavor)],
         "env": env,
         "readinessProbe": {"exec": {"command": ["test", "-f", READY_FILE]}, "periodSeconds": 5},
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": _RESTRICTED,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def worker_queue(flavor: Flavor) -> str:
+    """What a flavor's workers take: its queue, or every tenant's queue of a shared model."""
+    if flavor.shared:
+        return f"{flavor.metadata.name}@*"
+    return queues.queue_name(flavor.metadata.namespace, flavor.metadata.name)
 
 
 def _fill(text: str, flavor: Flavor) -> str:
@@ -219,7 +247,7 @@ def model_deployment(flavor: Flavor, settings: OperatorSettings, replicas: int) 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(flavor, flavor.metadata.name, "model-server"),
+        "metadata": _meta(flavor, child_name(flavor), "model-server"),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector(flavor)},
@@ -255,7 +283,7 @@ def model_service(flavor: Flavor) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(flavor, flavor.metadata.name, "model-server"),
+        "metadata": _meta(flavor, child_name(flavor), "model-server"),
         "spec": {
             "selector": selector(flavor),
             "ports": [{"name": "http", "port": model_port(flavor), "targetPort": "http"}],
@@ -268,7 +296,7 @@ def worker_deployment(flavor: Flavor, settings: OperatorSettings, replicas: int 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(flavor, f"{flavor.metadata.name}-worker", "worker"),
+        "metadata": _meta(flavor, f"{child_name(flavor)}-worker", "worker"),
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector(flavor)},
@@ -324,6 +352,38 @@ def worker_role_binding(namespace: str, settings: OperatorSettings) -> Obj:
                 "kind": "ServiceAccount",
                 "name": settings.worker_service_account,
                 "namespace": namespace,
+            }
+        ],
+    }
+
+
+def shared_worker_role_binding(tenant: str, settings: OperatorSettings) -> Obj:
+    """Grants the workers of shared models (the release's worker ServiceAccount) the
+    llmloom-worker ClusterRole in one tenant's namespace, which a ClusterFlavor is granted
+    to: they write its jobs' status and read its documents there, and only there. Deleted
+    when no ClusterFlavor grants the namespace any more."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": f"{settings.worker_service_account}-shared",
+            "namespace": tenant,
+            "labels": {
+                "app.kubernetes.io/part-of": "llmloom",
+                "app.kubernetes.io/managed-by": MANAGER,
+                SHARED_WORKER_LABEL: "true",
+            },
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": settings.worker_cluster_role,
+        },
+        "subjects": [
+            {
+                "kind": "ServiceAccount",
+                "name": settings.worker_service_account,
+                "namespace": settings.release_namespace,
             }
         ],
     }

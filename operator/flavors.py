@@ -1,18 +1,25 @@
-"""Reconciling one Flavor: its pods, its readiness, its scale.
+"""Reconciling one Flavor or ClusterFlavor: its pods, its readiness, its scale.
 
 Called by the kopf handlers on every change and on a timer. It applies the
 flavor's children (server-side apply, so each tick is one idempotent request
 per object), reads back what Kubernetes made of them, checks an external
 endpoint, and returns a ``FlavorReport`` that the handler writes to the status.
+
+A ClusterFlavor's children live in the release's namespace; its grants are
+made real as a RoleBinding in each granted tenant's namespace, which lets the
+shared model's workers write that tenant's jobs' status (and nothing
+elsewhere). A RoleBinding of a namespace no ClusterFlavor grants any more is
+deleted on the next resync.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +29,7 @@ from redis import Redis
 from llmloom import OPERATOR, conditions, events, queues, secrets, timestamps
 from llmloom.events import EventType
 from llmloom.kube import (
+    CLUSTER_FLAVORS,
     DEPLOYMENTS,
     FLAVORS,
     PODS,
@@ -33,8 +41,9 @@ from llmloom.kube import (
 )
 from llmloom.operator import builders, scaling
 from llmloom.operator.workqueue import WorkQueue
-from llmloom.resources import Flavor, QueueStatus, ReplicaStatus
+from llmloom.resources import ClusterFlavor, Flavor, QueueStatus, ReplicaStatus
 from llmloom.settings import OperatorSettings
+from llmloom.sharing import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,8 @@ class FlavorReport:
     replicas: ReplicaStatus | None = None
     selector: str | None = None
     last_scale_time: datetime | None = None
+    tenants: int | None = None
+    """Namespaces a shared model is granted to."""
 
 
 @dataclass
@@ -74,6 +85,10 @@ class FlavorDeps:
     """Namespaces whose worker ServiceAccount and RoleBinding were applied this period."""
     low_since: dict[str, datetime] = field(default_factory=dict)
     """Per flavor uid, since when its load has needed fewer pods than run (scaling.decide)."""
+    catalog: Catalog | None = None
+    """Flavors, shared models and namespaces from watches (a shared model's grants)."""
+    shared_rbac: set[str] = field(default_factory=set)
+    """Namespaces whose shared-worker RoleBinding was applied this period."""
 
 
 def _served_models(provider: str, body: Any) -> set[str]:
@@ -121,7 +136,7 @@ async def check_external(deps: FlavorDeps, flavor: Flavor) -> Readiness:
     if cached is not None and time.monotonic() - cached[0] < deps.settings.endpoint_check_seconds:
         return cached[1]
     try:
-        api_key = await secrets.api_key(deps.kube, flavor)
+        api_key = await secrets.api_key(deps.kube, flavor, deps.settings.release_namespace)
     except secrets.SecretMissing as exc:
         result = Readiness("False", "SecretMissing", str(exc))
     else:
@@ -141,8 +156,10 @@ def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
 
 async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorReport:
     """Bring the flavor's children in line with its spec and report what is there."""
+    flavor = builders.placed(flavor, deps.settings.release_namespace)
     ns, name = flavor.metadata.namespace, flavor.metadata.name
-    depth = await asyncio.to_thread(queues.depth, deps.redis, ns, name)
+    child = builders.child_name(flavor)
+    depth = await asyncio.to_thread(queues.depth, deps.redis, ns, name, flavor.shared)
     queue = QueueStatus(pending=depth.pending, running=depth.running)
     kube, manager = deps.kube, builders.MANAGER
     if ns not in deps.worker_rbac:
@@ -160,7 +177,7 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
         ready = await check_external(deps, flavor)
         return FlavorReport(ready=ready, endpoint=builders.endpoint(flavor), queue=queue)
 
-    current_obj = await kube.find(DEPLOYMENTS, ns, name)
+    current_obj = await kube.find(DEPLOYMENTS, ns, child)
     current = int(current_obj["spec"].get("replicas", 0)) if current_obj else 0
     uid = flavor.metadata.uid
     decision = scaling.decide(
@@ -213,6 +230,35 @@ async def reconcile(deps: FlavorDeps, flavor: Flavor, now: datetime) -> FlavorRe
     )
 
 
+async def grant(deps: FlavorDeps, flavor: ClusterFlavor) -> int:
+    """Let the shared model's workers serve each tenant it is granted to (a RoleBinding in
+    the tenant's namespace, applied once per resync period); how many tenants that is."""
+    if deps.catalog is None:
+        return 0
+    tenants = deps.catalog.grantees(flavor)
+    for tenant in tenants:
+        if tenant not in deps.shared_rbac:
+            body = builders.shared_worker_role_binding(tenant, deps.settings)
+            await deps.kube.apply(ROLE_BINDINGS, tenant, body, builders.MANAGER)
+            deps.shared_rbac.add(tenant)
+    return len(tenants)
+
+
+async def withdraw_grants(deps: FlavorDeps) -> None:
+    """Delete the shared-worker RoleBindings of namespaces no shared model is granted to."""
+    if deps.catalog is None or not deps.catalog.synced:
+        return
+    granted = {t for f in deps.catalog.shared.in_namespace("") for t in deps.catalog.grantees(f)}
+    selector = f"{builders.SHARED_WORKER_LABEL}=true"
+    for binding in await deps.kube.list(ROLE_BINDINGS, None, selector):
+        ns = binding["metadata"]["namespace"]
+        if ns not in granted:
+            log.info("no shared model is granted to %s any more: removing its workers' access", ns)
+            with contextlib.suppress(KubeError):
+                await deps.kube.delete(ROLE_BINDINGS, ns, binding["metadata"]["name"])
+            deps.shared_rbac.discard(ns)
+
+
 def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], None]:
     """A status mutation writing a reconcile report."""
 
@@ -229,6 +275,8 @@ def record(report: FlavorReport, generation: int) -> Callable[[dict[str, Any]], 
         status["observedGeneration"] = generation
         status["endpoint"] = report.endpoint
         status["queue"] = report.queue.wire()
+        if report.tenants is not None:
+            status["tenants"] = report.tenants
         if report.replicas is not None:
             status["replicas"] = report.replicas.wire()
             status["selector"] = report.selector
@@ -287,17 +335,26 @@ class FlavorController:
         """Reconcile until cancelled: poked flavors at once, all of them every resync period."""
         await self.queue.run()
 
+    def poke_shared(self) -> None:
+        """Reconcile every shared model soon (a namespace's labels, so its grants, changed)."""
+        if self.deps.catalog is not None:
+            for flavor in self.deps.catalog.shared.in_namespace(""):
+                self.queue.poke(("", flavor.metadata.name))
+
     async def _all(self) -> set[tuple[str, str]]:
         self.deps.worker_rbac.clear()  # re-applied once per period, in case of edits
+        self.deps.shared_rbac.clear()
         try:
             items = await self.deps.kube.list(FLAVORS, self.deps.settings.namespace)
+            items += await self.deps.kube.list(CLUSTER_FLAVORS)
+            await withdraw_grants(self.deps)
         except Exception:
             log.exception("listing flavors failed")
             return set()
         live = {i["metadata"]["uid"] for i in items}
         for uid in self.deps.low_since.keys() - live:
             del self.deps.low_since[uid]
-        return {(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
+        return {(i["metadata"].get("namespace", ""), i["metadata"]["name"]) for i in items}
 
     async def _handle(self, key: tuple[str, str]) -> None:
         await self._one(*key)
@@ -305,13 +362,16 @@ class FlavorController:
     async def _one(self, namespace: str, name: str) -> None:
         async with self._limit:
             try:
-                obj = await self.deps.kube.get(FLAVORS, namespace, name)
+                res = FLAVORS if namespace else CLUSTER_FLAVORS
+                obj = await self.deps.kube.get(res, namespace, name)
                 if obj["metadata"].get("deletionTimestamp"):
                     return
-                flavor = Flavor.model_validate(obj)
+                flavor = (Flavor if namespace else ClusterFlavor).model_validate(obj)
                 report = await reconcile(self.deps, flavor, datetime.now(UTC))
+                if isinstance(flavor, ClusterFlavor):
+                    report = replace(report, tenants=await grant(self.deps, flavor))
                 await self.deps.kube.update_status(
-                    FLAVORS,
+                    res,
                     namespace,
                     name,
                     record(report, flavor.metadata.generation),
@@ -322,7 +382,7 @@ class FlavorController:
                 for reason, message, kind in changes(flavor, report):
                     await events.post(
                         self.deps.kube,
-                        "Flavor",
+                        flavor.kind,
                         obj["metadata"],
                         reason,
                         message,

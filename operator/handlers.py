@@ -24,14 +24,14 @@ from llmloom import (
     GROUP,
     VERSION,
 )
-from llmloom.informer import Informer
-from llmloom.kube import FLAVORS, Kube, bearer, load_config
+from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
 from llmloom.operator.batches import BatchController
 from llmloom.operator.flavors import FlavorController, FlavorDeps
 from llmloom.operator.jobs import JobController
-from llmloom.resources import Flavor
+from llmloom.resources import ClusterFlavor
 from llmloom.settings import OperatorSettings
+from llmloom.sharing import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +49,42 @@ class Memo:
     flavors: FlavorController | None = None
     jobs: JobController | None = None
     batches: BatchController | None = None
+    catalog: Catalog | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 async def startup(memo: Memo, **_: Any) -> None:
     """Create the async clients and the flavor controller on the operator's event loop."""
     memo.kube = Kube.connect(memo.settings.kubeconfig)
+    # Flavors, shared models and namespaces' labels, from watches: admission and grants
+    # read them from memory.
+    memo.catalog = catalog = Catalog.watching(memo.kube, memo.settings.namespace)
     deps = FlavorDeps(
         settings=memo.settings,
         kube=memo.kube,
         redis=memo.redis,
         http=httpx.AsyncClient(),
+        catalog=catalog,
     )
-    memo.flavors = FlavorController(deps)
-    # The job controller's view of flavors: admission reads them from memory.
-    flavor_cache = Informer(
-        memo.kube, FLAVORS, Flavor.model_validate, namespace=memo.settings.namespace
-    )
-    memo.tasks.append(
-        asyncio.create_task(flavor_cache.reflector.run(), name="llmloom-flavor-cache")
-    )
+    memo.flavors = flavors = FlavorController(deps)
+
+    def shared_changed(kind: str, flavor: ClusterFlavor | None) -> None:
+        if flavor is not None and flavor.metadata.generation != flavor.status.observed_generation:
+            flavors.poke("", flavor.metadata.name)
+
+    catalog.shared.on_change = shared_changed
+    catalog.namespaces.on_change = lambda kind, meta: flavors.poke_shared()
+    catalog.start()
     memo.jobs = JobController(
         memo.settings,
         deps.kube,
         memo.redis,
         AsyncRedis.from_url(memo.settings.redis_url),
-        flavor_cache,
+        catalog,
     )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))
     memo.tasks.append(asyncio.create_task(memo.jobs.run(), name="llmloom-jobs"))
-    memo.batches = BatchController(
-        memo.settings, deps.kube, memo.jobs.aredis, memo.redis, flavor_cache
-    )
+    memo.batches = BatchController(memo.settings, deps.kube, memo.jobs.aredis, memo.redis, catalog)
     memo.tasks.append(asyncio.create_task(memo.batches.run(), name="llmloom-batches"))
 
 
@@ -88,6 +92,8 @@ async def cleanup(memo: Memo, **_: Any) -> None:
     for task in memo.tasks:
         task.cancel()
     await asyncio.gather(*memo.tasks, return_exceptions=True)
+    if memo.catalog is not None:
+        await memo.catalog.stop()
     if memo.flavors is not None:
         await memo.flavors.deps.http.aclose()
     if memo.kube is not None:
@@ -113,9 +119,13 @@ async def flavor_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
 
 async def child_changed(body: kopf.Body, memo: Memo, **_: Any) -> None:
     """A flavor's Deployment or pod changed (readiness, scheduling): look at the flavor again."""
-    name = body.get("metadata", {}).get("labels", {}).get(builders.FLAVOR_LABEL)
-    if memo.flavors is not None and name:
-        memo.flavors.poke(body["metadata"]["namespace"], name)
+    labels = body.get("metadata", {}).get("labels", {})
+    if memo.flavors is None:
+        return
+    if labels.get(builders.FLAVOR_LABEL):
+        memo.flavors.poke(body["metadata"]["namespace"], labels[builders.FLAVOR_LABEL])
+    elif labels.get(builders.SHARED_LABEL):
+        memo.flavors.poke("", labels[builders.SHARED_LABEL])
 
 
 def login(settings: OperatorSettings) -> Callable[..., kopf.ConnectionInfo]:
@@ -150,7 +160,12 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     kopf.on.event(GROUP, VERSION, "flavors", registry=registry)(flavor_changed)
     kopf.on.event(GROUP, VERSION, "llmbatches", registry=registry)(batch_event)
     for group_version, plural in (("apps/v1", "deployments"), ("v1", "pods")):
-        kopf.on.event(
-            group_version, plural, labels={builders.FLAVOR_LABEL: kopf.PRESENT}, registry=registry
-        )(child_changed)
+        for label in (builders.FLAVOR_LABEL, builders.SHARED_LABEL):
+            kopf.on.event(
+                group_version,
+                plural,
+                labels={label: kopf.PRESENT},
+                id=f"child_changed/{label}",
+                registry=registry,
+            )(child_changed)
     return registry

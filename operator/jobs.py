@@ -43,12 +43,13 @@ from llmloom import (
     timestamps,
 )
 from llmloom.events import EventType
-from llmloom.informer import Informer, Reflector
-from llmloom.kube import FLAVORS, LLMJOBS, Kube, KubeError, Obj
+from llmloom.informer import Reflector
+from llmloom.kube import LLMJOBS, Kube, KubeError, Obj
 from llmloom.operator import admission, recovery
 from llmloom.operator.recovery import QueueState, attempt_dead
-from llmloom.resources import Flavor, LLMJob
+from llmloom.resources import LLMJob
 from llmloom.settings import OperatorSettings
+from llmloom.sharing import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +197,11 @@ class JobController:
         kube: Kube,
         redis: Redis,
         aredis: AsyncRedis,
-        flavors: Informer[Flavor],
+        catalog: Catalog,
     ) -> None:
         self.settings, self.kube, self.redis, self.aredis = settings, kube, redis, aredis
-        self.flavors = flavors
+        self.catalog = catalog
+        """Flavors, shared models and their grants, from watches (admission reads them)."""
         self.jobs: dict[str, JobSummary] = {}
         self.errors = 0
         """Actions that failed, since start."""
@@ -268,7 +270,7 @@ class JobController:
     async def run(self) -> None:
         """Watch and resync until cancelled (admitting once the flavors are known, so that
         no job is refused for a flavor not yet listed)."""
-        await self.flavors.synced.wait()
+        await self.catalog.wait_synced()
         watch = asyncio.create_task(self.reflector.run(), name="llmloom-job-watch")
         try:
             while True:
@@ -340,7 +342,7 @@ class JobController:
         flavor not there yet), or refuse it; write the decision to its status."""
         job = LLMJob.model_validate(body)
         meta = job.metadata
-        flavor = self.flavors.get(meta.namespace, job.spec.flavor)
+        flavor = self.catalog.named(meta.namespace, job.spec.flavor)
         created = timestamps.epoch(body["metadata"].get("creationTimestamp"))
         age = 0.0 if created is None else time.time() - created
         adm = admission.admit(job, flavor, age, self.settings.flavor_grace_seconds)
@@ -458,14 +460,22 @@ class JobController:
             await self._fail(job, reason, action.message)
 
     async def _requeue(self, job: JobSummary, why: str) -> None:
-        flavor = Flavor.model_validate(await self.kube.get(FLAVORS, job.namespace, job.flavor))
+        flavor = self.catalog.named(job.namespace, job.flavor)
+        if flavor is None:
+            await self._fail(job, "FlavorNotFound", f"its flavor {job.flavor!r} is gone ({why})")
+            return
 
         def reset_and_enqueue() -> bool:
             with contextlib.suppress(Exception):
                 Job.fetch(job.ref.rq_id, connection=self.redis).delete(remove_from_queue=True)
             self.redis.delete(queues.marker_key(job.ref))
             return queues.enqueue(
-                self.redis, job.flavor, job.ref, job.priority, queues.job_timeout(flavor, job.task)
+                self.redis,
+                flavor.metadata.name,
+                job.ref,
+                job.priority,
+                queues.job_timeout(flavor, job.task),
+                flavor.shared,
             )
 
         if await asyncio.to_thread(reset_and_enqueue):

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmloom import secrets, streams, tokens, wire
-from llmloom.kube import FLAVORS
-from llmloom.resources import Flavor, LLMJob, Retry, Usage
+from llmloom.kube import CLUSTER_FLAVORS, FLAVORS
+from llmloom.resources import ClusterFlavor, Flavor, LLMJob, Retry, Usage
 from llmloom.worker.bodies import Call, job_call
 from llmloom.worker.deps import Deps, JobFailed
 from llmloom.worker.providers import Emit, ProviderError, Target, inputs, wire_of
@@ -75,16 +75,29 @@ def usage_of(response: dict[str, Any], call: Call, flavor: Flavor) -> Usage:
     )
 
 
-async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
-    """The flavor (as read lately: ``Deps.cached``)."""
+async def find_flavor(deps: Deps, namespace: str, name: str) -> Flavor | None:
+    """A flavor a job in ``namespace`` names (as read lately: ``Deps.cached``). A worker of
+    a shared model reads ClusterFlavors only: its jobs name it, and the names in a
+    ClusterFlavor (fallback, failover) mean ClusterFlavors."""
+    if deps.serves_shared:
+        shared = await deps.cached(
+            ("clusterflavor", name), lambda: deps.kube.find(CLUSTER_FLAVORS, "", name)
+        )
+        return None if shared is None else ClusterFlavor.model_validate(shared)
     found = await deps.cached(
         ("flavor", namespace, name), lambda: deps.kube.find(FLAVORS, namespace, name)
     )
+    return None if found is None else Flavor.model_validate(found)
+
+
+async def load_flavor(deps: Deps, namespace: str, name: str, why: str = "") -> Flavor:
+    """``find_flavor``, or the job fails with FlavorNotFound."""
+    found = await find_flavor(deps, namespace, name)
     if found is None:
-        raise JobFailed(
-            "FlavorNotFound", f"Flavor {name!r}{why} does not exist in namespace {namespace!r}", 404
-        )
-    return Flavor.model_validate(found)
+        where = "" if deps.serves_shared else f" in namespace {namespace!r}"
+        kind = "ClusterFlavor" if deps.serves_shared else "Flavor"
+        raise JobFailed("FlavorNotFound", f"{kind} {name!r}{why} does not exist{where}", 404)
+    return found
 
 
 def endpoint_of(deps: Deps, flavor: Flavor, primary: bool) -> str:
@@ -183,12 +196,13 @@ async def call_with_retries(
     """
     try:
         ref = flavor.spec.api_key_secret_ref
+        home = flavor.home(deps.settings.release_namespace)
         api_key = (
             None
             if ref is None
             else await deps.cached(
-                ("secret", flavor.metadata.namespace, ref.name, ref.key),
-                lambda: secrets.api_key(deps.kube, flavor),
+                ("secret", home, ref.name, ref.key),
+                lambda: secrets.api_key(deps.kube, flavor, deps.settings.release_namespace),
             )
         )
     except secrets.SecretMissing as exc:

@@ -16,6 +16,8 @@ from llmloom.resources import Flavor
 from llmloom.settings import WorkerSettings
 
 T = TypeVar("T")
+SHARED_SUFFIX = "@*"
+"""A worker's queue ``name@*``: every tenant's queue of the shared model ``name``."""
 
 
 @dataclass
@@ -43,6 +45,11 @@ class Deps:
         value = await load()
         self.cache[key] = (now, value)
         return value
+
+    @property
+    def serves_shared(self) -> bool:
+        """This worker serves a shared model (its queue is ``name@*``)."""
+        return any(q.endswith(SHARED_SUFFIX) for q in self.settings.queues)
 
     def call_slot(self, flavor: Flavor) -> asyncio.Semaphore:
         """Holds provider calls to ``flavor`` from this process to its ``concurrency``

@@ -46,10 +46,10 @@ import aiohttp
 import tiktoken
 
 from llmloom import chunking, httpio, tokens
-from llmloom.kube import FLAVORS, LLMJOBS, SECRETS, Resource
+from llmloom.kube import LLMJOBS, SECRETS, Resource
 from llmloom.resources import Chunking, Flavor, LLMJob, Message, Progress, ProgressPhase, Usage
 from llmloom.worker.bodies import messages_call
-from llmloom.worker.calls import Answer, complete, load_flavor
+from llmloom.worker.calls import Answer, complete, find_flavor, load_flavor
 from llmloom.worker.deps import Deps, JobFailed
 
 log = logging.getLogger(__name__)
@@ -754,8 +754,7 @@ async def answer(deps: Deps, job: LLMJob) -> Answer:
     primary = await load_flavor(deps, ns, job.spec.flavor)
     fallback = None
     if primary.spec.fallback_flavor:
-        found = await deps.kube.find(FLAVORS, ns, primary.spec.fallback_flavor)
-        fallback = Flavor.model_validate(found) if found else None
+        fallback = await find_flavor(deps, ns, primary.spec.fallback_flavor)
     text = await load_document(deps, job)
     loaded = time.monotonic()
     enc = tokens.encoding_for(primary.spec.model, primary.spec.tokenizer)

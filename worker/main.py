@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
 
-from llmloom import queues, tokens
-from llmloom.kube import FLAVORS
-from llmloom.resources import Flavor
+from llmloom import queues, sharing, tokens
+from llmloom.kube import CLUSTER_FLAVORS, FLAVORS
+from llmloom.resources import ClusterFlavor, Flavor
 from llmloom.settings import WorkerSettings
+from llmloom.worker.deps import SHARED_SUFFIX
 from llmloom.worker.readiness import wait_for_model
-from llmloom.worker.runner import ConcurrentWorker
+from llmloom.worker.runner import ConcurrentWorker, TenantQueues
 from llmloom.worker.tasks import Context
 
 MODEL_LOAD_SECONDS = 3600.0
@@ -19,8 +23,31 @@ MODEL_LOAD_SECONDS = 3600.0
 
 
 async def _flavor(context: Context, settings: WorkerSettings) -> Flavor:
-    namespace, _, name = settings.queues[0].partition("/")
+    first = settings.queues[0]
+    if context.deps.serves_shared:
+        name = first.removesuffix(SHARED_SUFFIX)
+        return ClusterFlavor.model_validate(await context.deps.kube.get(CLUSTER_FLAVORS, "", name))
+    namespace, _, name = first.partition("/")
     return Flavor.model_validate(await context.deps.kube.get(FLAVORS, namespace, name))
+
+
+@dataclass
+class _Weights:
+    """Each tenant's weight on the shared model, from its ClusterFlavor as read lately (an
+    edit reaches the worker within ``flavor_cache_seconds``)."""
+
+    context: Context
+    settings: WorkerSettings
+    flavor: Flavor
+    read_at: float = field(default_factory=time.monotonic)
+
+    def __call__(self, tenant: str) -> int:
+        if time.monotonic() - self.read_at > self.settings.flavor_cache_seconds:
+            self.read_at = time.monotonic()
+            with contextlib.suppress(Exception):  # the API server away: the last weights
+                self.flavor = self.context.call(_flavor(self.context, self.settings))
+        terms = sharing.terms(self.flavor, tenant)
+        return terms.weight if terms else sharing.DEFAULT_WEIGHT
 
 
 def run(settings: WorkerSettings) -> None:
@@ -48,16 +75,17 @@ def run(settings: WorkerSettings) -> None:
             )
         if settings.ready_file:
             Path(settings.ready_file).touch()
-        worker = ConcurrentWorker(
-            context,
-            redis,
-            [
+        concurrency = settings.concurrency or flavor.spec.concurrency
+        if context.deps.serves_shared:
+            tenants = TenantQueues(redis, flavor.metadata.name, _Weights(context, settings, flavor))
+            worker = ConcurrentWorker(context, redis, [], concurrency, tenants)
+        else:
+            own = [
                 queues.queue(name, redis)
                 for flavor_queue in settings.queues
                 for name in queues.queue_names(flavor_queue)
-            ],
-            settings.concurrency or flavor.spec.concurrency,
-        )
+            ]
+            worker = ConcurrentWorker(context, redis, own, concurrency)
         worker.install_signal_handlers()
         worker.work(burst=settings.burst)
     finally:

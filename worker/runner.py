@@ -15,6 +15,10 @@ work:
 - the *event loop* (``tasks.Context``) runs the jobs themselves, with pooled
   connections to the model server, Redis and the API server.
 
+A worker of a shared model (a ClusterFlavor) takes from every tenant's queues
+of it, tenants in weighted fair order (``TenantQueues``): one tenant's flood
+waits behind another's trickle, not the other way round.
+
 SIGTERM or SIGINT stops taking jobs and gives the running ones
 ``shutdown_grace_seconds`` to finish; the rest are cancelled and put back at
 the front of their queue for another worker (a second signal does that at
@@ -34,6 +38,7 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -48,12 +53,60 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from llmloom import queues
+from llmloom.sharing import FairOrder
 from llmloom.worker.tasks import Context
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT_SECONDS = 1
 """How long one BLPOP waits; the taker checks for a stop request in between."""
 RESULT_TTL_SECONDS = 3600
+TENANTS_REFRESH_SECONDS = 1.0
+"""How often a shared model's worker looks for tenants' new queues (a new tenant's
+first job waits at most this long to be seen)."""
+
+
+class TenantQueues:
+    """The queues of a shared model, one set of priority bands per tenant, in the order
+    the next take should try them: tenants in weighted fair order, each tenant's bands
+    highest first. One BLPOP over them takes from the first that has work."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        flavor: str,
+        weight: Callable[[str], int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis, self.flavor, self.weight, self.clock = redis, flavor, weight, clock
+        self.fair = FairOrder()
+        self.tenants: list[str] = []
+        self._queues: dict[str, list[Queue]] = {}
+        self._tenant_of: dict[str, str] = {}
+        self._seen_at: float | None = None
+
+    def _refresh(self) -> None:
+        now = self.clock()
+        if self._seen_at is not None and now - self._seen_at < TENANTS_REFRESH_SECONDS:
+            return
+        self._seen_at = now
+        self.tenants = queues.shared_tenants(self.redis, self.flavor)
+        for tenant in self.tenants:
+            if tenant not in self._queues:
+                base = queues.queue_name(tenant, self.flavor, shared=True)
+                bands = [queues.queue(n, self.redis) for n in queues.queue_names(base)]
+                self._queues[tenant] = bands
+                self._tenant_of.update({q.name: tenant for q in bands})
+
+    def order(self) -> list[Queue]:
+        """Every tenant's queues, in the order to try them now."""
+        self._refresh()
+        return [q for t in self.fair.order(self.tenants) for q in self._queues[t]]
+
+    def took(self, q: Queue) -> None:
+        """A job was taken from ``q``: its tenant's turn is used."""
+        tenant = self._tenant_of.get(q.name)
+        if tenant is not None:
+            self.fair.served(tenant, self.weight(tenant))
 
 
 @dataclass
@@ -79,12 +132,19 @@ class ConcurrentWorker:
     """Runs up to ``concurrency`` jobs of the given queues at once."""
 
     def __init__(
-        self, context: Context, redis: Redis, queues: list[Queue], concurrency: int
+        self,
+        context: Context,
+        redis: Redis,
+        queues: list[Queue],
+        concurrency: int,
+        tenants: TenantQueues | None = None,
     ) -> None:
         self.context = context
         self.settings = context.deps.settings
         self.redis = redis
         self.queues = queues
+        self.tenants = tenants
+        """A shared model's tenant queues (``queues`` is then empty until tenants come)."""
         self.concurrency = concurrency
         # RQ's Worker object only for its records: registration, state, heartbeat, stats.
         self.rq = Worker(queues, connection=redis, serializer=JSONSerializer)
@@ -129,7 +189,9 @@ class ConcurrentWorker:
             "worker %s: up to %d jobs at once from %s",
             self.name,
             self.concurrency,
-            ", ".join(q.name for q in self.queues),
+            f"every tenant's queues of {self.tenants.flavor}"
+            if self.tenants
+            else ", ".join(q.name for q in self.queues),
         )
         taker = threading.Thread(target=self._take, args=(burst,), name="llmloom-taker")
         taker.start()
@@ -174,12 +236,18 @@ class ConcurrentWorker:
                 continue
             got: tuple[Job, Queue] | None = None
             try:
+                order = self.tenants.order() if self.tenants else self.queues
+                if not order:  # a shared model no tenant has sent work to yet
+                    time.sleep(TENANTS_REFRESH_SECONDS / 2)
+                    raise DequeueTimeout(TAKE_TIMEOUT_SECONDS)
                 got = Queue.dequeue_any(
-                    self.queues,
+                    order,
                     None if burst else TAKE_TIMEOUT_SECONDS,
                     connection=self.redis,
                     serializer=JSONSerializer,
                 )
+                if got is not None and self.tenants:
+                    self.tenants.took(got[1])
             except DequeueTimeout:
                 pass
             except Exception as exc:  # Redis went away: wait, and try again

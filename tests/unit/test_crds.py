@@ -65,7 +65,7 @@ def test_every_spec_field_is_documented() -> None:
 
 
 def test_optional_fields_are_not_required_and_lose_null_defaults() -> None:
-    job = crdgen.model_schema(crdgen.CRDS[1].spec)
+    job = crdgen.model_schema(resources.LLMJobSpec)
     assert job["required"] == ["flavor"]
     params = job["properties"]["parameters"]
     assert params["type"] == "object" and "default" not in params
@@ -73,7 +73,7 @@ def test_optional_fields_are_not_required_and_lose_null_defaults() -> None:
 
 
 def test_exclusive_minimum_uses_the_openapi_3_0_form() -> None:
-    flavor = crdgen.model_schema(crdgen.CRDS[0].spec)
+    flavor = crdgen.model_schema(resources.FlavorSpec)
     timeout = flavor["properties"]["timeoutSeconds"]
     assert timeout["minimum"] == 0 and timeout["exclusiveMinimum"] is True
 

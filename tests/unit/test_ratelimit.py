@@ -196,20 +196,14 @@ def admit(
     redis: FakeRedis, rates: list[Rate], budget: int | None = None, tokens: int = 0
 ) -> ratelimit.Decision:
     """What ``ratelimit.admit`` sends, run over the stand-in."""
-    keys = [r.key for r in rates] + [ratelimit.usage_key("t", PERIOD)]
-    args: list[Any] = [len(rates)]
-    for r in rates:
-        args += [repr(r.interval_ms), r.cost]
-    args += [-1 if budget is None else budget, tokens, "f", 3600]
+    keys, args = ratelimit.admit_call("t", "f", rates, budget, PERIOD, tokens)
     return ratelimit.decision_from_reply(
         redis.eval(ratelimit.ADMIT_SCRIPT, keys, args), rates, PERIOD
     )
 
 
 def settle(redis: FakeRedis, charge: ratelimit.Charge, prompt: int, completion: int) -> None:
-    keys = [charge.usage_key, *(k for k, _ in charge.token_rates)]
-    args: list[Any] = [charge.estimate, prompt, completion, charge.flavor, charge.usage_ttl]
-    args += [repr(i) for _, i in charge.token_rates]
+    keys, args = ratelimit.settle_call(charge, prompt, completion, charge.flavor)
     redis.eval(ratelimit.SETTLE_SCRIPT, keys, args)
 
 
