@@ -9,7 +9,8 @@ the pod's arguments, as the pod's ServiceAccount, and stops it when the pod
 goes (scaled down, flavor deleted).
 
 It runs nothing else: only a container named ``worker`` whose arguments are
-``worker --queue <the pod's own namespace>/<flavor>``, with the few settings
+``worker --queue <the pod's own namespace>/<flavor>`` (or, in the release's
+namespace, ``worker --queue <shared model>@*``), with the few settings
 the operator gives it. A model server beside it (a flavor with ``spec.deploy``:
 vLLM or Ollama on GPUs) cannot run here; the console says so, and that worker
 waits for its server as it would on a node where the server does not start.
@@ -27,8 +28,10 @@ from typing import Any
 import httpx
 
 Obj = dict[str, Any]
-FLAVOR_LABEL = "llmloom.io/flavor"
-"""The label of every pod the operator makes for a flavor (``builders.FLAVOR_LABEL``)."""
+MANAGED = "app.kubernetes.io/managed-by=llmloom-operator"
+"""The label of every pod the operator makes for a flavor or a shared model."""
+RELEASE_NAMESPACE = "llmloom-system"
+"""Where shared models' workers run (``--queue <name>@*``)."""
 PASSED_ENV = ("LLMLOOM_ENDPOINT", "LLMLOOM_WAIT_FOR_MODEL", "LLMLOOM_LOG_LEVEL")
 """The worker container's settings that mean the same here; the Redis URL, the
 kubeconfig and the ready file are the dev stack's own."""
@@ -61,7 +64,7 @@ def _queues(args: tuple[str, ...]) -> list[str]:
     return [a for prev, a in itertools.pairwise(args) if prev == "--queue"]
 
 
-def local_worker(pod: Obj) -> LocalWorker | None:
+def local_worker(pod: Obj, release_namespace: str = RELEASE_NAMESPACE) -> LocalWorker | None:
     """The worker to run for a pod; None for a pod that runs none here (not scheduled,
     being deleted, no worker container, or one this stack would not run)."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -78,7 +81,13 @@ def local_worker(pod: Obj) -> LocalWorker | None:
     queues = _queues(args)
     if not queues or len(args) != 1 + 2 * len(queues):
         return None
-    if any(not q.startswith(f"{namespace}/") for q in queues):
+
+    def own(queue: str) -> bool:
+        if queue.endswith("@*"):  # a shared model's: the release's workers only
+            return namespace == release_namespace and "/" not in queue
+        return queue.startswith(f"{namespace}/")
+
+    if not all(own(q) for q in queues):
         return None  # a worker serves its own namespace's flavors only
     env = tuple(
         (e["name"], str(e.get("value", "")))
@@ -134,7 +143,7 @@ class PodWatch:
 
     def _run(self) -> None:
         path = "/api/v1/pods"
-        params = {"labelSelector": FLAVOR_LABEL}
+        params = {"labelSelector": MANAGED}
         while not self._stop.is_set():
             try:
                 listed = self.http.get(path, params=params)

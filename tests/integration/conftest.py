@@ -241,7 +241,8 @@ def start_worker(
         args = [a for q in queues for a in ("--queue", q)]
         # The worker runs as the ServiceAccount the operator made for the flavor's
         # namespace, as a worker container in a flavor's pod does.
-        namespace = queues[0].split("/")[0]
+        # A shared model's workers (``name@*``) run in the release's namespace.
+        namespace = SYSTEM_NAMESPACE if queues[0].endswith("@*") else queues[0].split("/")[0]
         wait_for(
             lambda: (
                 cluster.kubectl(
