@@ -110,30 +110,42 @@ class Stack:
         return {**self.env, "LLMLOOM_KUBECONFIG": str(path)}
 
     def start_llmloom(self, queues: list[str], workers: int = 1) -> None:
-        """The operator, the API (``url``) and ``workers`` worker processes for ``queues``,
-        each as the chart's ServiceAccount (the worker's is the one the operator makes in
-        the flavor's namespace)."""
+        """The operator, the API (``url``) and ``workers`` worker processes for ``queues``
+        (flavors of the bench namespace, or one shared model's ``name@*``), each as the
+        chart's ServiceAccount (the worker's is the one the operator makes in the
+        flavor's namespace, or in the release's for a shared model)."""
         port = free_port()
         operator_env = self._as(SYSTEM_NAMESPACE, "llmloom-operator")
         self.procs.append(Proc("operator", [*PY, "operator"], self.work, operator_env))
         api_env = self._as(SYSTEM_NAMESPACE, "llmloom-api")
         self.procs.append(Proc("api", [*PY, "api", "--port", str(port)], self.work, api_env))
         worker_env: dict[str, str] = {}
+        shared = any(q.endswith("@*") for q in queues)
+        home = SYSTEM_NAMESPACE if shared else NS
 
         def worker_account() -> bool:
             try:
-                worker_env.update(self._as(NS, "llmloom-worker"))
+                worker_env.update(self._as(home, "llmloom-worker"))
             except httpx.HTTPError:
                 return False  # the operator has not made it yet
             return True
 
         wait_for(worker_account, 60, "the worker's ServiceAccount")
-        names = [f"{NS}/{q}" for q in queues]
-        for i in range(workers):
-            cmd = [*PY, "worker", *(a for n in names for a in ("--queue", n))]
-            self.procs.append(Proc(f"worker-{i}", cmd, self.work, worker_env))
+        for _ in range(workers):
+            self.worker(queues, worker_env)
         self.url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{self.url}/readyz").is_success, 120, "the API")
+
+    def worker(self, queues: list[str], env: dict[str, str] | None = None) -> Proc:
+        """One more worker process for ``queues`` (as ``start_llmloom`` names them), as the
+        worker ServiceAccount of their namespace (which the operator has made)."""
+        shared = any(q.endswith("@*") for q in queues)
+        names = [q if shared else f"{NS}/{q}" for q in queues]
+        env = env or self._as(SYSTEM_NAMESPACE if shared else NS, "llmloom-worker")
+        cmd = [*PY, "worker", *(a for n in names for a in ("--queue", n))]
+        proc = Proc(f"worker-{len(self.procs)}", cmd, self.work, env)
+        self.procs.append(proc)
+        return proc
 
     @property
     def headers(self) -> dict[str, str]:

@@ -433,6 +433,10 @@ class Sharing(Model):
         },
     )
     """Terms of particular tenants, over the default."""
+    reserved_slots: int | None = Field(default=None, ge=0, le=1024)
+    """Slots of each worker kept for tenants with nothing running while another tenant has
+    every other slot (so an interactive request never waits behind a flood); default one
+    in eight, at least one; 0 turns it off. A tenant alone uses every slot."""
 
 
 class ClusterFlavorSpec(FlavorSpec):

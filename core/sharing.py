@@ -20,6 +20,13 @@ One home for the rules every component applies:
   tenant with the lowest pass goes first. A tenant that was idle joins at the
   current pass, so it neither starves nor banks credit for the time it sent
   nothing.
+- **Reserved slots.** Fair order decides who goes next, but a request that
+  arrives while every slot runs another tenant's call would still wait for one
+  to end. So while more than one tenant is active on a worker (sent work in
+  the last ``ACTIVE_SECONDS``), its last ``reservedSlots`` slots (default: one
+  in eight, at least one) go only to tenants with nothing running: an active
+  tenant's next request starts at once, whatever another one floods in. A
+  tenant alone uses every slot.
 """
 
 from __future__ import annotations
@@ -40,6 +47,33 @@ from llmloom.resources import (
 )
 
 DEFAULT_WEIGHT = 1
+ACTIVE_SECONDS = 10.0
+"""How long after its last job a tenant still counts as active on a worker (and so keeps
+the reserved slots from another tenant's flood)."""
+
+
+def default_reserve(concurrency: int) -> int:
+    """Slots kept for tenants with nothing running, unless the ClusterFlavor says."""
+    return max(1, concurrency // 8)
+
+
+def reserve_of(flavor: Flavor, concurrency: int) -> int:
+    """The reserved slots of a worker with ``concurrency`` slots on a shared model."""
+    if not isinstance(flavor, ClusterFlavor) or flavor.spec.sharing.reserved_slots is None:
+        return default_reserve(concurrency)
+    return min(flavor.spec.sharing.reserved_slots, max(0, concurrency - 1))
+
+
+def eligible(
+    order: list[str], running: Mapping[str, int], active: set[str], slots: int, reserve: int
+) -> list[str]:
+    """The tenants (in fair ``order``) that may take the next slot of a worker with
+    ``slots`` slots and ``running`` calls per tenant: all, unless several tenants are
+    ``active`` and only reserved slots are left; then those with nothing running."""
+    busy = sum(running.values())
+    if len(active | {t for t, n in running.items() if n}) < 2 or busy < slots - reserve:
+        return order
+    return [t for t in order if not running.get(t)]
 
 
 # --------------------------------------------------------------------------- grants

@@ -32,22 +32,29 @@ async def _flavor(context: Context, settings: WorkerSettings) -> Flavor:
 
 
 @dataclass
-class _Weights:
-    """Each tenant's weight on the shared model, from its ClusterFlavor as read lately (an
-    edit reaches the worker within ``flavor_cache_seconds``)."""
+class _Terms:
+    """Each tenant's weight and the reserved slots on the shared model, from its
+    ClusterFlavor as read lately (an edit reaches the worker within
+    ``flavor_cache_seconds``)."""
 
     context: Context
     settings: WorkerSettings
     flavor: Flavor
     read_at: float = field(default_factory=time.monotonic)
 
-    def __call__(self, tenant: str) -> int:
+    def _latest(self) -> Flavor:
         if time.monotonic() - self.read_at > self.settings.flavor_cache_seconds:
             self.read_at = time.monotonic()
-            with contextlib.suppress(Exception):  # the API server away: the last weights
+            with contextlib.suppress(Exception):  # the API server away: the last terms
                 self.flavor = self.context.call(_flavor(self.context, self.settings))
-        terms = sharing.terms(self.flavor, tenant)
+        return self.flavor
+
+    def weight(self, tenant: str) -> int:
+        terms = sharing.terms(self._latest(), tenant)
         return terms.weight if terms else sharing.DEFAULT_WEIGHT
+
+    def reserve(self, slots: int) -> int:
+        return sharing.reserve_of(self._latest(), slots)
 
 
 def run(settings: WorkerSettings) -> None:
@@ -77,7 +84,8 @@ def run(settings: WorkerSettings) -> None:
             Path(settings.ready_file).touch()
         concurrency = settings.concurrency or flavor.spec.concurrency
         if context.deps.serves_shared:
-            tenants = TenantQueues(redis, flavor.metadata.name, _Weights(context, settings, flavor))
+            terms = _Terms(context, settings, flavor)
+            tenants = TenantQueues(redis, flavor.metadata.name, terms, concurrency)
             worker = ConcurrentWorker(context, redis, [], concurrency, tenants)
         else:
             own = [

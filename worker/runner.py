@@ -41,18 +41,18 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from redis import Redis
 from rq import Queue, Worker
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from llmloom import queues
+from llmloom import queues, sharing
 from llmloom.sharing import FairOrder
 from llmloom.worker.tasks import Context
 
@@ -65,20 +65,39 @@ TENANTS_REFRESH_SECONDS = 1.0
 first job waits at most this long to be seen)."""
 
 
+class SharedTerms(Protocol):
+    """What a shared model's worker needs of its ClusterFlavor, as read lately."""
+
+    def weight(self, tenant: str) -> int: ...
+
+    def reserve(self, slots: int) -> int: ...
+
+
 class TenantQueues:
     """The queues of a shared model, one set of priority bands per tenant, in the order
     the next take should try them: tenants in weighted fair order, each tenant's bands
-    highest first. One BLPOP over them takes from the first that has work."""
+    highest first, and only tenants with nothing running once just the reserved slots
+    are left (``sharing.eligible``). One BLPOP over them takes from the first that has
+    work."""
 
     def __init__(
         self,
         redis: Redis,
         flavor: str,
-        weight: Callable[[str], int],
+        terms: SharedTerms,
+        slots: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.redis, self.flavor, self.weight, self.clock = redis, flavor, weight, clock
+        self.redis, self.flavor, self.terms, self.clock = redis, flavor, terms, clock
+        self.slots = slots
         self.fair = FairOrder()
+        self.running: dict[str, int] = {}
+        """Jobs running per tenant (the taker adds, the main thread removes)."""
+        self.last_taken: dict[str, float] = {}
+        """When each tenant's last job was taken (``clock``)."""
+        self._lock = threading.Lock()
+        self.restricted = False
+        """The last order held only tenants with nothing running (reserved slots left)."""
         self.tenants: list[str] = []
         self._queues: dict[str, list[Queue]] = {}
         self._tenant_of: dict[str, str] = {}
@@ -98,15 +117,37 @@ class TenantQueues:
                 self._tenant_of.update({q.name: tenant for q in bands})
 
     def order(self) -> list[Queue]:
-        """Every tenant's queues, in the order to try them now."""
+        """The queues of the tenants that may take a slot now, in the order to try them."""
         self._refresh()
-        return [q for t in self.fair.order(self.tenants) for q in self._queues[t]]
+        fair = self.fair.order(self.tenants)
+        with self._lock:
+            running = dict(self.running)
+        now = self.clock()
+        active = {t for t, at in self.last_taken.items() if now - at < sharing.ACTIVE_SECONDS}
+        reserve = self.terms.reserve(self.slots)
+        allowed = sharing.eligible(fair, running, active, self.slots, reserve)
+        self.restricted = len(allowed) < len(fair)
+        return [q for t in allowed for q in self._queues[t]]
 
     def took(self, q: Queue) -> None:
-        """A job was taken from ``q``: its tenant's turn is used."""
+        """A job was taken from ``q``: its tenant's turn is used, and one of its slots."""
         tenant = self._tenant_of.get(q.name)
         if tenant is not None:
-            self.fair.served(tenant, self.weight(tenant))
+            self.fair.served(tenant, self.terms.weight(tenant))
+            self.last_taken[tenant] = self.clock()
+            with self._lock:
+                self.running[tenant] = self.running.get(tenant, 0) + 1
+
+    def ended(self, q: Queue) -> None:
+        """A job taken from ``q`` ended (or was handed back)."""
+        tenant = self._tenant_of.get(q.name)
+        if tenant is not None:
+            with self._lock:
+                left = self.running.get(tenant, 0) - 1
+                if left > 0:
+                    self.running[tenant] = left
+                else:
+                    self.running.pop(tenant, None)
 
 
 @dataclass
@@ -240,12 +281,15 @@ class ConcurrentWorker:
                 if not order:  # a shared model no tenant has sent work to yet
                     time.sleep(TENANTS_REFRESH_SECONDS / 2)
                     raise DequeueTimeout(TAKE_TIMEOUT_SECONDS)
-                got = Queue.dequeue_any(
-                    order,
-                    None if burst else TAKE_TIMEOUT_SECONDS,
-                    connection=self.redis,
-                    serializer=JSONSerializer,
-                )
+                if self.tenants is not None and self.tenants.restricted and not burst:
+                    got = self._take_reserved(order)
+                else:
+                    got = Queue.dequeue_any(
+                        order,
+                        None if burst else TAKE_TIMEOUT_SECONDS,
+                        connection=self.redis,
+                        serializer=JSONSerializer,
+                    )
                 if got is not None and self.tenants:
                     self.tenants.took(got[1])
             except DequeueTimeout:
@@ -261,6 +305,28 @@ class ConcurrentWorker:
                 continue
             self.drained.clear()
             self.events.put(("start", got[0], got[1]))
+
+    @property
+    def doorbell(self) -> str:
+        """A list the main thread pushes to when a job ends, waking a taker that waits
+        for a reserved slot: a slot of anyone's is free again."""
+        return f"llmloom:doorbell:{self.name}"
+
+    def _take_reserved(self, order: list[Queue]) -> tuple[Job, Queue] | None:
+        """Wait for work of the tenants that may take a reserved slot, or for a job to end
+        (the doorbell), whichever comes first; RQ's dequeue, with the doorbell added."""
+        by_key = {q.key: q for q in order}
+        popped = self.redis.blpop([*by_key, self.doorbell], TAKE_TIMEOUT_SECONDS)
+        if popped is None:
+            return None
+        key, job_id = (v.decode() if isinstance(v, bytes) else str(v) for v in popped)
+        if key not in by_key:
+            return None  # the doorbell: look at the slots again
+        try:
+            job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return None  # deleted while queued, as RQ's dequeue skips it
+        return job, by_key[key]
 
     def _start(self, job: Job, q: Queue) -> None:
         if self.stopping.is_set():
@@ -300,6 +366,13 @@ class ConcurrentWorker:
         if r is None:
             return  # handed back
         self.slots.release()
+        if self.tenants:
+            self.tenants.ended(r.queue)
+            if self.tenants.restricted:
+                with self.redis.pipeline(transaction=False) as ring:
+                    ring.rpush(self.doorbell, "1")
+                    ring.expire(self.doorbell, 60)
+                    ring.execute()
         job = r.job
         job.ended_at = now()
         try:
@@ -374,6 +447,8 @@ class ConcurrentWorker:
         running, self.running = self.running, {}
         with self.redis.pipeline() as pipe:
             for r in running.values():
+                if self.tenants:
+                    self.tenants.ended(r.queue)
                 r.execution.delete(job=r.job, pipeline=pipe)
                 r.job.set_status(JobStatus.QUEUED, pipeline=pipe)
                 r.queue.push_job_id(r.job.id, pipeline=pipe, at_front=True)
