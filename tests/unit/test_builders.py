@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmloom.operator import builders
-from llmloom.resources import Flavor
+from llmloom.resources import ClusterFlavor, Flavor
 from llmloom.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(
@@ -92,3 +92,37 @@ def test_external_flavor_gets_a_worker_without_gpus() -> None:
     assert "nvidia.com/gpu" not in str(worker)
     assert "LLMLOOM_ENDPOINT" not in str(worker["env"])
     assert builders.endpoint(f) == "https://x/v1"
+
+
+SHARED = ClusterFlavor.model_validate(
+    {
+        "metadata": {"name": "llama", "uid": "u-2"},
+        "spec": {**VLLM.spec.wire(), "tenantSelector": {}},
+    }
+)
+
+
+def test_a_shared_models_objects_live_in_the_release_namespace_under_their_own_names() -> None:
+    placed = builders.placed(SHARED, SETTINGS.release_namespace)
+    d = builders.model_deployment(placed, SETTINGS, replicas=1)
+    assert d["metadata"]["namespace"] == "llmloom-system"
+    assert d["metadata"]["name"] == "cf-llama"  # never a Flavor's "llama" there
+    assert d["metadata"]["ownerReferences"][0]["kind"] == "ClusterFlavor"
+    assert d["spec"]["selector"]["matchLabels"] == {builders.SHARED_LABEL: "llama"}
+    assert builders.FLAVOR_LABEL not in d["spec"]["template"]["metadata"]["labels"]
+    worker = d["spec"]["template"]["spec"]["containers"][1]
+    assert worker["args"] == ["worker", "--queue", "llama@*"]
+    assert {"name": "LLMLOOM_RELEASE_NAMESPACE", "value": "llmloom-system"} in worker["env"]
+    assert builders.service_endpoint(placed) == "http://cf-llama.llmloom-system.svc:8000/v1"
+    # A namespaced flavor is placed where it is.
+    assert builders.placed(VLLM, "llmloom-system") is VLLM
+
+
+def test_a_grant_binds_the_release_workers_in_the_tenants_namespace_only() -> None:
+    rb = builders.shared_worker_role_binding("team-a", SETTINGS)
+    assert rb["metadata"]["namespace"] == "team-a"
+    assert rb["metadata"]["labels"][builders.SHARED_WORKER_LABEL] == "true"
+    assert rb["subjects"] == [
+        {"kind": "ServiceAccount", "name": "llmloom-worker", "namespace": "llmloom-system"}
+    ]
+    assert rb["roleRef"]["kind"] == "ClusterRole"

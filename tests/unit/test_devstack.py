@@ -63,6 +63,14 @@ def test_nothing_else_runs(change: dict[str, Any]) -> None:
     assert local_worker(pod(**change)) is None
 
 
+def test_a_shared_models_worker_runs_in_the_release_namespace_only() -> None:
+    shared = pod(containers=[{"name": "worker", "args": ["worker", "--queue", "llama@*"]}])
+    shared["metadata"]["namespace"] = "llmloom-system"
+    assert local_worker(shared) is not None
+    shared["metadata"]["namespace"] = "team-a"  # a tenant's pod claiming a shared queue
+    assert local_worker(shared) is None
+
+
 def test_a_pod_being_deleted_runs_nothing() -> None:
     deleting = pod()
     deleting["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z"

@@ -138,6 +138,21 @@ def test_rates_of_a_request_are_the_tenants_and_its_flavors() -> None:
     assert rates[0].key != ratelimit.rate_key("team-b", "requests")  # tenants never share
 
 
+def test_on_a_shared_model_the_tenants_share_is_its_own_and_the_models_limit_is_everyones() -> None:
+    terms = ratelimit.SharedLimits(requests_per_minute=5, tokens_per_minute=None)
+    mine = ratelimit.rates_for("team-a", "llama", TenantLimits(), 100, None, 7, terms)
+    theirs = ratelimit.rates_for("team-b", "llama", TenantLimits(), 100, None, 7, terms)
+    assert [(r.limit, r.holder) for r in mine] == [
+        (5, "tenant team-a on shared model llama"),
+        (100, "shared model llama"),
+    ]
+    assert mine[0].key != theirs[0].key  # each tenant's share apart
+    assert mine[1].key == theirs[1].key  # the model's own limit holds them together
+    # Never the key of a tenant's own flavor of the same name.
+    own = ratelimit.rates_for("team-a", "llama", TenantLimits(), 100, None, 7)
+    assert own[0].key not in {r.key for r in mine}
+
+
 # --------------------------------------------------------------------------- the scripts
 
 
@@ -264,6 +279,26 @@ def test_the_budget_counts_actual_usage_and_running_estimates() -> None:
     assert admit(redis, [tpm], budget=250, tokens=100).admitted  # 30 + 100 + 100 <= 250
     assert admit(redis, [], budget=250, tokens=0).admitted
     assert not admit(redis, [], budget=230, tokens=0).admitted  # exhausted: 230 used
+
+
+def test_a_budget_on_a_shared_model_counts_that_models_tokens_only() -> None:
+    redis = FakeRedis()
+
+    def ask(flavor: str, tokens: int, budget: int | None) -> ratelimit.Decision:
+        keys, args = ratelimit.admit_call("t", flavor, [], None, PERIOD, tokens, budget)
+        return ratelimit.decision_from_reply(
+            redis.eval(ratelimit.ADMIT_SCRIPT, keys, args), [], PERIOD
+        )
+
+    first = ask("llama", 60, 100)
+    assert first.admitted
+    charge = ratelimit.charge_for("t", "llama", first, [], 60, flavor_budget=True)
+    refused = ask("llama", 60, 100)  # 60 pending + 60 > 100
+    assert refused.outcome == "over_flavor_budget" and refused.budget_used == 60
+    assert ask("other", 500, None).admitted  # another flavor's tokens do not count
+    settle(redis, charge, 20, 10)  # 30 spent: 70 of the budget are left
+    assert ask("llama", 60, 100).admitted
+    assert not ask("llama", 20, 100).admitted  # 30 spent + 60 pending + 20 > 100
 
 
 def test_settling_more_than_the_estimate_is_a_debt_on_the_rate() -> None:
