@@ -3,12 +3,13 @@ now) and GET /v1/usage (its requests and tokens in the current budget period).""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from llmloom import conditions, ratelimit, timestamps
+from llmloom import conditions, ratelimit, sharing, timestamps
 from llmloom.api.deps import ServicesDep, TenantDep
 from llmloom.api.errors import APIError, responses
 from llmloom.api.protocol import (
@@ -83,13 +84,43 @@ async def get_model(model: str, services: ServicesDep, tenant: TenantDep) -> dic
     return model_entry(flavor, _created(flavor))
 
 
+def _cost(micros: int) -> float | None:
+    return round(micros / 1_000_000, 6) if micros else None
+
+
+def _flavor_usage(
+    name: str, t: ratelimit.Totals, terms: sharing.Terms | None, pending: int
+) -> FlavorUsage:
+    view = FlavorUsage(
+        flavor=name,
+        requests=t.requests,
+        prompt_tokens=t.prompt_tokens,
+        completion_tokens=t.completion_tokens,
+        total_tokens=t.total_tokens,
+        cost=_cost(t.cost_micros),
+    )
+    if terms is not None:
+        view.shared = True
+        view.limits = UsageLimits(
+            requests_per_minute=terms.requests_per_minute,
+            tokens_per_minute=terms.tokens_per_minute,
+            token_budget=terms.token_budget,
+        )
+        if terms.token_budget is not None:
+            view.budget_remaining = max(0, terms.token_budget - t.total_tokens - pending)
+    return view
+
+
 def usage_view(
     tenant: str,
     limits: ratelimit.TenantLimits,
     period: ratelimit.BudgetPeriod,
     usage: ratelimit.Usage,
+    shared: Mapping[str, sharing.Terms] | None = None,
 ) -> UsageResponse:
-    """A tenant's usage as GET /v1/usage answers it."""
+    """A tenant's usage as GET /v1/usage answers it (``shared``: its terms on the shared
+    models among its flavors)."""
+    shared = shared or {}
     totals = usage.totals
     budget = limits.token_budget
     remaining = None
@@ -109,14 +140,9 @@ def usage_view(
             tokens_per_minute=limits.tokens_per_minute,
             token_budget=budget,
         ),
+        cost=_cost(totals.cost_micros),
         flavors=[
-            FlavorUsage(
-                flavor=name,
-                requests=t.requests,
-                prompt_tokens=t.prompt_tokens,
-                completion_tokens=t.completion_tokens,
-                total_tokens=t.total_tokens,
-            )
+            _flavor_usage(name, t, shared.get(name), usage.flavor_pending.get(name, 0))
             for name, t in usage.flavors.items()
         ],
     )
@@ -129,7 +155,13 @@ async def get_usage(services: ServicesDep, tenant: TenantDep) -> UsageResponse:
     limits = await services.limits.get(tenant)
     period = ratelimit.budget_period(limits.budget_period, datetime.now(UTC))
     usage = await ratelimit.read_usage(services.redis, tenant, period)
-    return usage_view(tenant, limits, period, usage)
+    shared = {}
+    for name in usage.flavors:
+        flavor = services.catalog.named(tenant, name)
+        terms = sharing.terms(flavor, tenant) if flavor is not None else None
+        if terms is not None:
+            shared[name] = terms
+    return usage_view(tenant, limits, period, usage, shared)
 
 
 def attach_router(app: FastAPI) -> None:

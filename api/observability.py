@@ -60,6 +60,12 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.cost = Counter(
+            "llmloom_api_cost",
+            "What answered requests cost at their flavor's pricing (its currency)",
+            ["tenant", "flavor"],
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "llmloom_api_rate_limited",
             "Requests refused with 429, by the limit they hit (requests, tokens, budget)",
@@ -67,9 +73,13 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-    def count_tokens(self, tenant: str, flavor: str, prompt: int, completion: int) -> None:
+    def count_tokens(
+        self, tenant: str, flavor: str, prompt: int, completion: int, cost_micros: int = 0
+    ) -> None:
         self.tokens.labels(tenant, flavor, "prompt").inc(prompt)
         self.tokens.labels(tenant, flavor, "completion").inc(completion)
+        if cost_micros:
+            self.cost.labels(tenant, flavor).inc(cost_micros / 1_000_000)
 
 
 def _route(scope: Scope) -> str:

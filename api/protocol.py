@@ -329,6 +329,14 @@ class TaskInfo(BaseModel):
     error: dict[str, Any] | None = None
 
 
+class UsageLimits(BaseModel):
+    """The limits that hold the tenant (null: none)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    token_budget: int | None
+
+
 class UsageTotals(BaseModel):
     """Requests and tokens in a budget period."""
 
@@ -337,12 +345,20 @@ class UsageTotals(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    cost: float | None = None
+    """What the tokens cost at the answering flavors' pricing; null: no priced flavor."""
 
 
 class FlavorUsage(UsageTotals):
-    """One flavor's part: requests by the flavor asked for, tokens by the one that answered."""
+    """One flavor's part: requests by the flavor asked for, tokens by the one that answered.
+    On a shared model (a ClusterFlavor), the tenant's own terms on it too."""
 
     flavor: str
+    shared: bool = False
+    limits: UsageLimits | None = None
+    """The tenant's limits on the shared model (its ClusterFlavor's terms)."""
+    budget_remaining: int | None = None
+    """Tokens left of the tenant's budget on the shared model; null: none."""
 
 
 class UsagePeriod(BaseModel):
@@ -353,14 +369,6 @@ class UsagePeriod(BaseModel):
     """``2026-11`` or ``2026-11-22``."""
     start: datetime
     end: datetime
-
-
-class UsageLimits(BaseModel):
-    """The limits that hold the tenant (null: none)."""
-
-    requests_per_minute: int | None
-    tokens_per_minute: int | None
-    token_budget: int | None
 
 
 class UsageResponse(UsageTotals):

@@ -142,8 +142,10 @@ async def settle(
         )
         return
     prompt, completion = ratelimit.spent(outcome.usage)
-    settled = await ratelimit.apply(services.redis, charge, prompt, completion, outcome.flavor)
-    services.metrics.count_tokens(settled.tenant, settled.flavor, prompt, completion)
+    cost = ratelimit.cost_micros(outcome.usage)
+    redis = services.redis
+    settled = await ratelimit.apply(redis, charge, prompt, completion, outcome.flavor, cost)
+    services.metrics.count_tokens(settled.tenant, settled.flavor, prompt, completion, cost)
 
 
 async def submit(

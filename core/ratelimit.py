@@ -27,7 +27,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -492,7 +492,7 @@ def charge_key(uid: str, version: int) -> str:
 # KEYS: the usage hash, then the token GCRA keys.
 # ARGV: estimate, prompt tokens, completion tokens, the flavor that answered, the usage
 #       hash's TTL, the flavor whose pending tokens hold the estimate too ('' none),
-#       then each token limiter's interval.
+#       the cost in millionths, then each token limiter's interval.
 SETTLE_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -509,13 +509,18 @@ for name, value in pairs({prompt_tokens = prompt, completion_tokens = completion
   redis.call('HINCRBY', usage, name, value)
   redis.call('HINCRBY', usage, f .. name, value)
 end
+local cost = tonumber(ARGV[7])
+if cost ~= 0 then
+  redis.call('HINCRBY', usage, 'cost_micros', cost)
+  redis.call('HINCRBY', usage, f .. 'cost_micros', cost)
+end
 redis.call('EXPIRE', usage, ARGV[5])
 local delta = prompt + completion - estimate
 if delta ~= 0 then
   for i = 2, #KEYS do
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     if tat < now then tat = now end
-    local new = tat + delta * tonumber(ARGV[5 + i])
+    local new = tat + delta * tonumber(ARGV[6 + i])
     if new <= now then
       redis.call('DEL', KEYS[i])
     else
@@ -543,22 +548,28 @@ async def hold(redis: Redis, uid: str, version: int, charge: Charge, ttl: int) -
 
 
 async def apply(
-    redis: Redis, charge: Charge, prompt: int, completion: int, flavor: str | None = None
+    redis: Redis,
+    charge: Charge,
+    prompt: int,
+    completion: int,
+    flavor: str | None = None,
+    cost_micros: int = 0,
 ) -> Settled:
-    """Replace a charge's estimate with the tokens actually spent (0 and 0: a refund)."""
+    """Replace a charge's estimate with the tokens actually spent (0 and 0: a refund), and
+    add what they cost (millionths of the flavor's currency)."""
     answered = flavor or charge.flavor
-    keys, args = settle_call(charge, prompt, completion, answered)
+    keys, args = settle_call(charge, prompt, completion, answered, cost_micros)
     await redis.eval(SETTLE_SCRIPT, len(keys), *keys, *args)
     return Settled(charge.tenant, answered, prompt, completion)
 
 
 def settle_call(
-    charge: Charge, prompt: int, completion: int, answered: str
+    charge: Charge, prompt: int, completion: int, answered: str, cost_micros: int = 0
 ) -> tuple[list[str], list[str | int]]:
     """The keys and arguments of ``SETTLE_SCRIPT`` for one finished request."""
     keys = [charge.usage_key, *(key for key, _ in charge.token_rates)]
     args: list[str | int] = [charge.estimate, prompt, completion, answered, charge.usage_ttl]
-    args.append(charge.flavor if charge.flavor_pending else "")
+    args += [charge.flavor if charge.flavor_pending else "", cost_micros]
     args += [repr(interval) for _, interval in charge.token_rates]
     return keys, args
 
@@ -567,6 +578,12 @@ def spent(usage: Mapping[str, Any] | None) -> tuple[int, int]:
     """Prompt and completion tokens from a job's usage (as in ``status.usage``)."""
     usage = usage or {}
     return int(usage.get("promptTokens") or 0), int(usage.get("completionTokens") or 0)
+
+
+def cost_micros(usage: Mapping[str, Any] | None) -> int:
+    """A job's cost (``status.usage.cost``, from its flavor's pricing) in millionths: the
+    usage hashes count whole numbers."""
+    return round(float((usage or {}).get("cost") or 0.0) * 1_000_000)
 
 
 async def claim(redis: Redis, uid: str, version: int) -> Charge | None:
@@ -598,6 +615,8 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cost_micros: int = 0
+    """What the tokens cost at the answering flavors' prices, in millionths."""
 
 
 @dataclass(frozen=True)
@@ -609,6 +628,8 @@ class Usage:
     """Estimates of requests still running."""
     flavors: dict[str, Totals]
     """Requests by the flavor asked for, tokens by the flavor that answered."""
+    flavor_pending: dict[str, int] = field(default_factory=dict)
+    """Estimates of running requests, per flavor held to a budget (a shared model's)."""
 
 
 def usage_from_hash(fields: Mapping[str, str]) -> Usage:
@@ -628,6 +649,11 @@ def usage_from_hash(fields: Mapping[str, str]) -> Usage:
         flavors={
             f: Totals(**{k: v for k, v in values.items() if k in known})
             for f, values in sorted(flavors.items())
+        },
+        flavor_pending={
+            f: max(0, values["pending_tokens"])
+            for f, values in flavors.items()
+            if "pending_tokens" in values
         },
     )
 

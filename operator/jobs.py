@@ -76,6 +76,8 @@ class JobSummary:
     task: str = "chat"
     spent: tuple[int, int] = (0, 0)
     """Prompt and completion tokens, as the status counts them."""
+    cost_micros: int = 0
+    """What they cost (the status's usage.cost), in millionths."""
     flavor_used: str | None = None
     requested: bool = False
     """Admitted by the API: it may hold an admission charge."""
@@ -123,6 +125,7 @@ def summarize(body: Mapping[str, Any]) -> JobSummary:
         state=status.get("state") or conditions.job_state(conds),
         task=spec.get("task") or "chat",
         spent=ratelimit.spent(status.get("usage")),
+        cost_micros=ratelimit.cost_micros(status.get("usage")),
         flavor_used=status.get("flavorUsed"),
         requested=origin.admitted_by_api(meta),
         request_key=(spec.get("request") or {}).get("key"),
@@ -403,7 +406,10 @@ class JobController:
         for job, charge in zip(due, charges, strict=True):
             if charge is not None:
                 prompt, completion = job.spent if job.finished else (0, 0)
-                await ratelimit.apply(self.aredis, charge, prompt, completion, job.flavor_used)
+                cost = job.cost_micros if job.finished else 0
+                await ratelimit.apply(
+                    self.aredis, charge, prompt, completion, job.flavor_used, cost
+                )
 
     async def tick(self) -> None:
         for body in list(self.waiting.values()):

@@ -95,6 +95,7 @@ def test_a_shared_model_serves_the_tenants_it_grants_and_no_other(
         shared_name,
         fault_server.endpoint(),
         sharing={"tenants": [{"namespace": other_tenant.namespace, "requestsPerMinute": 1}]},
+        pricing={"promptPerMillion": 1000, "completionPerMillion": 2000},
     )
     grant(tenant, shared)
     grant(other_tenant, shared)
@@ -126,6 +127,17 @@ def test_a_shared_model_serves_the_tenants_it_grants_and_no_other(
     assert refused.status_code == 429, refused.text
     assert f"on shared model {shared.name}" in refused.json()["error"]["message"]
     assert ask(api, tenant, shared.name).status_code == 200
+
+    # Each tenant's usage and cost on the shared model, with its own terms.
+    def usage_of(t: Tenant) -> dict[str, Any]:
+        r = httpx.get(f"{api.url}/v1/usage", headers={"Authorization": f"Bearer {t.token}"})
+        return {f["flavor"]: f for f in r.json()["flavors"]}[shared.name]
+
+    mine = wait_for(lambda: usage_of(tenant) if usage_of(tenant)["cost"] else None, 10, "cost")
+    assert mine["shared"] and mine["requests"] == 2 and mine["total_tokens"] > 0
+    assert mine["limits"]["requests_per_minute"] is None
+    theirs = usage_of(other_tenant)
+    assert theirs["requests"] == 1 and theirs["limits"]["requests_per_minute"] == 1
 
     # A job applied with kubectl in a granted namespace runs on it.
     job = {
