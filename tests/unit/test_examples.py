@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmloom.resources import Flavor, LLMJob, Model
+from llmloom.resources import ClusterFlavor, Flavor, LLMJob, Model
 
 EXAMPLES = sorted(
     p
     for p in (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")
     if p.name != "kustomization.yaml"
 )
-KINDS: dict[str, type[Model]] = {"Flavor": Flavor, "LLMJob": LLMJob}
+KINDS: dict[str, type[Model]] = {"Flavor": Flavor, "ClusterFlavor": ClusterFlavor, "LLMJob": LLMJob}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
