@@ -131,7 +131,8 @@ def test_a_shared_model_serves_the_tenants_it_grants_and_no_other(
     # Each tenant's usage and cost on the shared model, with its own terms.
     def usage_of(t: Tenant) -> dict[str, Any]:
         r = httpx.get(f"{api.url}/v1/usage", headers={"Authorization": f"Bearer {t.token}"})
-        return {f["flavor"]: f for f in r.json()["flavors"]}[shared.name]
+        found: dict[str, Any] = {f["flavor"]: f for f in r.json()["flavors"]}[shared.name]
+        return found
 
     mine = wait_for(lambda: usage_of(tenant) if usage_of(tenant)["cost"] else None, 10, "cost")
     assert mine["shared"] and mine["requests"] == 2 and mine["total_tokens"] > 0
