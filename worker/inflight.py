@@ -8,7 +8,9 @@ each running version at once when its job is deleted, edited, suspended or
 ended elsewhere (by the operator at its deadline). A poll per job would cost
 an API-server request per job every few seconds and notice a cancellation
 only at the next poll; a watch of the whole namespace would bring every
-worker every job of every flavor.
+worker every job of every flavor. A shared model's worker watches the model's
+jobs in each tenant's namespace it has run a job of (its RoleBindings reach
+those namespaces only).
 
 The watch also keeps the latest object of each job of the worker's flavors
 (as an informer's cache does), so starting a job usually needs no read: the
@@ -29,7 +31,7 @@ from llmloom import GROUP, VERSION, batches, conditions, queues
 from llmloom.informer import Reflector
 from llmloom.kube import LLMJOBS, Obj
 from llmloom.queues import JobRef
-from llmloom.worker.deps import Deps
+from llmloom.worker.deps import SHARED_SUFFIX, Deps
 
 log = logging.getLogger(__name__)
 WATCH_RETRY_SECONDS = 1.0
@@ -69,9 +71,16 @@ class Inflight:
         self._wake = asyncio.Event()
         self._written = asyncio.Event()
         self._writing = False
-        self._flavors: set[tuple[str, str]] = {
-            (ns, name) for ns, _, name in (q.partition("/") for q in deps.settings.queues)
-        }
+        self._shared: str | None = None
+        """The shared model this worker serves (its queue ``name@*``), if it is one."""
+        self._flavors: set[tuple[str, str]] = set()
+        """(namespace, flavor) of the jobs watched."""
+        for q in deps.settings.queues:
+            if q.endswith(SHARED_SUFFIX):
+                self._shared = q.removesuffix(SHARED_SUFFIX)
+            else:
+                ns, _, name = q.partition("/")
+                self._flavors.add((ns, name))
         self._objects: dict[str, Obj] = {}
         self._deleted: OrderedDict[str, None] = OrderedDict()
         self._cancels: asyncio.Task[None] | None = None
@@ -125,6 +134,8 @@ class Inflight:
         self._lease_change(ref, True)
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew())
+        if self._shared is not None and ref.line is None:
+            self._flavors.add((ref.namespace, self._shared))  # a tenant's first job here
         for key in self._flavors:
             if key[0] == ref.namespace:
                 self._ensure_watch(key)  # started with the worker; alive again if it died

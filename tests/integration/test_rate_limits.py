@@ -189,6 +189,10 @@ def test_a_spent_budget_is_insufficient_quota_and_usage_adds_up(
             "prompt_tokens": prompt,
             "completion_tokens": spent - prompt,
             "total_tokens": spent,
+            "cost": None,  # the flavor has no pricing
+            "shared": False,
+            "limits": None,
+            "budget_remaining": None,
         }
     ]
 

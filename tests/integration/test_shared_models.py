@@ -226,3 +226,31 @@ def test_a_flood_from_one_tenant_waits_behind_another_tenants_requests(
     trickle = [i for i, text in enumerate(order) if text.startswith("trickle-")]
     assert max(trickle) < 6, order
     assert [order[i] for i in trickle] == ["trickle-0", "trickle-1", "trickle-2"]
+
+
+def test_cancelling_a_task_on_a_shared_model_stops_its_call(
+    api: Api,
+    tenant: Tenant,
+    fault_server: FaultServer,
+    start_worker: Callable[..., Proc],
+    shared_name: str,
+) -> None:
+    shared = apply_shared(tenant, shared_name, fault_server.endpoint("delay/30"))
+    grant(tenant, shared)
+    wait_for(lambda: shared.name in model_ids(api, tenant), 30, "the grant")
+    worker = start_worker(f"{shared.name}@*")
+    auth = {"Authorization": f"Bearer {tenant.token}"}
+    r = httpx.post(
+        f"{api.url}/v1/chat/completions?wait=0",
+        headers=auth,
+        json={"model": shared.name, "messages": HI},
+    )
+    assert r.status_code == 202, r.text
+    task = r.headers["location"]
+    wait_for(
+        lambda: httpx.get(f"{api.url}{task}", headers=auth).json()["status"] == "running",
+        30,
+        "the task to run",
+    )
+    assert httpx.delete(f"{api.url}{task}", headers=auth).json()["status"] == "cancelled"
+    wait_for(lambda: "stopped: deleted" in worker.tail(), 10, "the worker to stop the call")
