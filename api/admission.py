@@ -136,7 +136,8 @@ def refusal(
             },
         )
     rate = decision.refused
-    assert rate is not None
+    if rate is None:  # a refusal names its limiter; none would be the script's bug
+        raise RuntimeError(f"refused ({decision.outcome}) by no limiter")
     unit = "requests per min (RPM)" if rate.kind == "requests" else "tokens per min (TPM)"
     if decision.outcome == "too_large":
         return APIError(

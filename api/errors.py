@@ -104,14 +104,16 @@ def _param(loc: tuple[int | str, ...]) -> str | None:
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
+    if not isinstance(exc, APIError):  # registered for APIError only
+        raise exc
     return JSONResponse(
         envelope(exc.message, exc.type, exc.param, exc.code), exc.status, headers=exc.headers
     )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    if not isinstance(exc, RequestValidationError):  # registered for it only
+        raise exc
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     param = _param(tuple(first.get("loc", ())))
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
@@ -130,7 +132,8 @@ def allowed_methods(app: Any, path: str) -> list[str]:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
+    if not isinstance(exc, StarletteHTTPException):  # registered for it only
+        raise exc
     kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
     headers = dict(exc.headers or {})
     if exc.status_code == 405:

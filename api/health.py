@@ -1,10 +1,10 @@
-"""/healthz (the process answers), /readyz (Redis and the API server answer), /metrics."""
+"""/healthz (the process answers) and /readyz (Redis and the API server answer). /metrics
+is served on a port of its own (api/main.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from llmloom.api.deps import ServicesDep
 
@@ -35,11 +35,6 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ready else "failing", "checks": checks}, 200 if ready else 503
     )
-
-
-@router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def attach_router(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from llmloom import __version__, tokens
 from llmloom.api import (
@@ -37,9 +38,19 @@ def create_app(settings: ApiSettings) -> FastAPI:
         tokens.prepare_offline_cache()
         services = app.state.services = await Services.start(settings, metrics)
         services.waiter.on_done = functools.partial(serving.settle, services)
+        # Metrics on a port of their own: the client-facing Service and Ingress never
+        # publish tenants' names and token counts.
+        server = (
+            start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)[0]
+            if settings.metrics_port
+            else None
+        )
         try:
             yield
         finally:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
             await app.state.services.close()
 
     metrics = ApiMetrics()

@@ -61,8 +61,9 @@ def mark_finished(
             conds = [c for c in conds if c["type"] != conditions.FAILED]
             status["message"] = "completed"
         else:
-            assert outcome.error is not None
-            err = outcome.error
+            err = outcome.error or results.ErrorInfo(
+                reason="Unknown", message="the job failed without a reason", status_code=500
+            )
             conds = conditions.set_condition(
                 conds, conditions.FAILED, "True", err.reason, err.message, gen
             )

@@ -52,6 +52,10 @@ class OperatorSettings(CommonSettings):
     metrics_host: str = "0.0.0.0"
     """Address the /metrics endpoint listens on (in a pod, every interface: Prometheus
     scrapes the pod's IP; the dev stack uses loopback)."""
+    liveness_port: int = Field(default=0, ge=0, le=65535)
+    """Port of kopf's liveness endpoint (``/healthz``), answered on the operator's own
+    event loop, so a stuck loop fails the probe (the metrics thread would not); 0: off."""
+    liveness_host: str = "0.0.0.0"
     worker_image: str = "llmloom/worker:0.1.0"
     """Image of the worker container in flavor pods."""
     worker_service_account: str = "llmloom-worker"
@@ -61,6 +65,9 @@ class OperatorSettings(CommonSettings):
     """ClusterRole the workers' RoleBinding grants (the chart creates it)."""
     worker_redis_url: str | None = None
     """Redis URL given to workers; defaults to redis_url."""
+    worker_document_allowed_networks: list[str] = Field(default_factory=list)
+    """Networks document URLs may reach although not public, given to workers
+    (``document_allowed_networks``)."""
     batch_resync_seconds: float = Field(default=1.0, gt=0)
     """How often every unfinished batch is looked at: its lines' progress goes into its
     status (one write at most per pass), its lost lines are queued again."""
@@ -100,6 +107,10 @@ class WorkerSettings(CommonSettings):
     two (most chat answers). Later attempts are marked at once."""
     ready_file: str | None = None
     """File created once the worker takes jobs (the pod's readiness probe checks it)."""
+    document_allowed_networks: list[str] = Field(default_factory=list)
+    """Networks (CIDRs) document URLs may reach although they are not public: an
+    in-cluster document store, say. Loopback, private, link-local (cloud metadata),
+    shared and reserved addresses are refused otherwise."""
 
 
 class ApiSettings(CommonSettings):
@@ -107,6 +118,11 @@ class ApiSettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint, apart from the client-facing port (its
+    tenant names and token counts are not for clients); 0 turns it off."""
+    metrics_host: str = "0.0.0.0"
+    """Address the /metrics endpoint listens on."""
     wait_seconds: float = Field(default=60.0, ge=0)
     """How long a request waits for its result before answering 202 with a task id."""
     max_wait_seconds: float = Field(default=600.0, ge=0)

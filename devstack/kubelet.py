@@ -32,7 +32,12 @@ MANAGED = "app.kubernetes.io/managed-by=llmloom-operator"
 """The label of every pod the operator makes for a flavor or a shared model."""
 RELEASE_NAMESPACE = "llmloom-system"
 """Where shared models' workers run (``--queue <name>@*``)."""
-PASSED_ENV = ("LLMLOOM_ENDPOINT", "LLMLOOM_WAIT_FOR_MODEL", "LLMLOOM_LOG_LEVEL")
+PASSED_ENV = (
+    "LLMLOOM_ENDPOINT",
+    "LLMLOOM_WAIT_FOR_MODEL",
+    "LLMLOOM_LOG_LEVEL",
+    "LLMLOOM_DOCUMENT_ALLOWED_NETWORKS",
+)
 """The worker container's settings that mean the same here; the Redis URL, the
 kubeconfig and the ready file are the dev stack's own."""
 RETRY_SECONDS = 1.0

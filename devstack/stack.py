@@ -51,6 +51,9 @@ FLAVOR = "smollm2"
 EMBED_FLAVOR = "minilm"
 TOOLS_FLAVOR = "smollm2-tools"
 SYSTEM_NAMESPACE = "llmloom-system"
+LOOPBACK = '["127.0.0.0/8", "::1/128"]'
+"""``LLMLOOM_DOCUMENT_ALLOWED_NETWORKS`` of the dev stack's and the tests' workers: their
+document servers listen on this machine."""
 CHART = REPO / "charts" / "llmloom"
 PY = [sys.executable, "-m", "llmloom.cli"]
 TOKEN_HOURS = 24 * 7
@@ -310,7 +313,12 @@ def _run(state: Path, api_port: int, model_port: int, embed_port: int) -> None:
             local_flavor("flavor-minilm-local.yaml", TENANT, embedder.url),
             ollama_flavor(TOOLS_FLAVOR, TENANT, ollama.url),
         )
-        env = {**cluster.env(), "LLMLOOM_REDIS_URL": redis.url}
+        # Workers may fetch documents from this machine (refused by default).
+        env = {
+            **cluster.env(),
+            "LLMLOOM_REDIS_URL": redis.url,
+            "LLMLOOM_DOCUMENT_ALLOWED_NETWORKS": LOOPBACK,
+        }
 
         def account(name: str) -> dict[str, str]:
             path = cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, name, hours=TOKEN_HOURS)
@@ -324,9 +332,12 @@ def _run(state: Path, api_port: int, model_port: int, embed_port: int) -> None:
             "LLMLOOM_METRICS_PORT": str(free_port()),
         }
         operator = supervisor.watch(Proc("operator", [*PY, "operator"], logs, operator_env))
-        api = supervisor.watch(
-            Proc("api", [*PY, "api", "--port", str(api_port)], logs, account("llmloom-api"))
-        )
+        api_env = {
+            **account("llmloom-api"),
+            "LLMLOOM_METRICS_HOST": "127.0.0.1",
+            "LLMLOOM_METRICS_PORT": str(free_port()),
+        }
+        api = supervisor.watch(Proc("api", [*PY, "api", "--port", str(api_port)], logs, api_env))
         started += [operator, api]
         api_url = f"http://127.0.0.1:{api_port}"
         wait_for(

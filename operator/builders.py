@@ -15,6 +15,7 @@ queue of it (``--queue <name>@*``).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,6 +158,9 @@ def worker_container(flavor: Flavor, settings: OperatorSettings, local_endpoint:
         {"name": "LLMLOOM_LOG_LEVEL", "value": settings.log_level},
         {"name": "LLMLOOM_RELEASE_NAMESPACE", "value": settings.release_namespace},
     ]
+    if settings.worker_document_allowed_networks:
+        allowed = json.dumps(settings.worker_document_allowed_networks)
+        env.append({"name": "LLMLOOM_DOCUMENT_ALLOWED_NETWORKS", "value": allowed})
     if local_endpoint is not None:
         env += [
             {"name": "LLMLOOM_ENDPOINT", "value": local_endpoint},

@@ -354,12 +354,11 @@ class JobController:
         gen = meta.generation
         conds = [c.wire() for c in job.status.conditions]
         already = conditions.is_true(conds, conditions.ACCEPTED, gen)
-        if adm.action == "enqueue":
-            assert flavor is not None
-            if await asyncio.to_thread(queues.enqueue_job, self.redis, job, flavor):
-                log.info(
-                    "%s/%s: enqueued generation %d: %s", meta.namespace, meta.name, gen, adm.message
-                )
+        to = flavor if adm.action == "enqueue" else None
+        if to is not None and await asyncio.to_thread(queues.enqueue_job, self.redis, job, to):
+            log.info(
+                "%s/%s: enqueued generation %d: %s", meta.namespace, meta.name, gen, adm.message
+            )
         written = await self.kube.update_status(
             LLMJOBS,
             meta.namespace,

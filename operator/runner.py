@@ -57,6 +57,11 @@ async def operate(
             namespaces=[settings.namespace] if settings.namespace else [],
             ready_flag=ready_flag,
             stop_flag=stop_flag,
+            liveness_endpoint=(
+                f"http://{settings.liveness_host}:{settings.liveness_port}/healthz"
+                if settings.liveness_port
+                else None
+            ),
         )
     finally:
         stop_metrics()

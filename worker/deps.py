@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from llmloom.kube import Kube
 from llmloom.resources import Flavor
 from llmloom.settings import WorkerSettings
+from llmloom.worker.egress import DocumentClient, networks
 
 T = TypeVar("T")
 SHARED_SUFFIX = "@*"
@@ -28,7 +29,9 @@ class Deps:
     kube: Kube
     redis: Redis
     http: aiohttp.ClientSession
-    """Calls to model servers and document URLs."""
+    """Calls to model servers."""
+    documents: DocumentClient | None = None
+    """Document URLs (public addresses only: ``egress``), made on first use."""
     cache: dict[tuple[str, ...], tuple[float, Any]] = field(default_factory=dict)
     """Objects read from the API server lately (flavors, API keys), with when."""
     call_slots: dict[tuple[str, str], tuple[int, asyncio.Semaphore]] = field(default_factory=dict)
@@ -45,6 +48,13 @@ class Deps:
         value = await load()
         self.cache[key] = (now, value)
         return value
+
+    def document_client(self) -> DocumentClient:
+        """The client for document URLs (on the loop that uses it)."""
+        if self.documents is None:
+            allowed = networks(self.settings.document_allowed_networks)
+            self.documents = DocumentClient.create(allowed)
+        return self.documents
 
     @property
     def serves_shared(self) -> bool:

@@ -31,19 +31,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import logging
 import re
-import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import tiktoken
+from yarl import URL
 
 from llmloom import chunking, httpio, tokens
 from llmloom.kube import LLMJOBS, SECRETS, Resource
@@ -51,6 +49,7 @@ from llmloom.resources import Chunking, Flavor, LLMJob, Message, Progress, Progr
 from llmloom.worker.bodies import messages_call
 from llmloom.worker.calls import Answer, complete, find_flavor, load_flavor
 from llmloom.worker.deps import Deps, JobFailed
+from llmloom.worker.egress import DocumentClient, Forbidden
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -595,7 +594,7 @@ async def load_document(deps: Deps, job: LLMJob) -> str:
             raise _fail("DocumentNotFound", f"Secret {ref.name!r} has no key {ref.key!r}", 404)
         text = _utf8(base64.b64decode(obj["data"][ref.key]), f"Secret {ref.name!r}")
     elif src.url is not None:
-        text = await fetch(deps.http, src.url)
+        text = await fetch(deps.document_client(), src.url)
     else:
         raise _fail("DocumentMissing", "spec.document names no source", 400)
     if not text.strip():
@@ -610,25 +609,15 @@ def _utf8(data: bytes, where: str) -> str:
         raise _fail("DocumentInvalid", f"{where}: the document is not UTF-8 text", 400) from exc
 
 
-async def _refuse_link_local(url: str) -> None:
-    """Refuse addresses no document lives at but cloud metadata services do (169.254/16,
-    fe80::/10): their answers would reach the job's author."""
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return  # the fetch reports the unresolvable name
-    for info in infos:
-        if ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_link_local:
-            raise _fail("DocumentForbidden", f"{url}: link-local addresses are not fetched", 403)
+MAX_REDIRECTS = 5
 
 
-async def fetch(http: aiohttp.ClientSession, url: str) -> str:
-    """A document from an http(s) URL: transport errors and 5xx retried, size bounded."""
-    await _refuse_link_local(url)
+async def fetch(client: DocumentClient, url: str) -> str:
+    """A document from an http(s) URL at a public address (``egress``): redirects followed
+    (each hop checked), transport errors and 5xx retried, size bounded."""
     for attempt in range(FETCH_ATTEMPTS):
         try:
-            async with http.get(url, timeout=httpio.timeout(FETCH_SECONDS)) as resp:
+            async with _get(client, url) as resp:
                 if resp.status < 400:
                     body = bytearray()
                     async for part in resp.content.iter_any():
@@ -651,7 +640,31 @@ async def fetch(http: aiohttp.ClientSession, url: str) -> str:
             if attempt == FETCH_ATTEMPTS - 1:
                 raise _fail("DocumentUnavailable", f"GET {url}: {exc!r}", 502) from exc
         await asyncio.sleep(2**attempt)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+    raise RuntimeError("unreachable: the last attempt returns or raises")
+
+
+@contextlib.asynccontextmanager
+async def _get(client: DocumentClient, url: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    """GET a URL, following up to MAX_REDIRECTS redirects by hand, each hop checked."""
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            await client.check(url)
+        except Forbidden as exc:
+            raise _fail("DocumentForbidden", str(exc), 403) from exc
+        resp = await client.http.get(
+            url, timeout=httpio.timeout(FETCH_SECONDS), allow_redirects=False
+        )
+        location = resp.headers.get("Location")
+        if resp.status in (301, 302, 303, 307, 308) and location:
+            resp.release()
+            url = str(resp.url.join(URL(location)))
+            continue
+        try:
+            yield resp
+        finally:
+            resp.release()
+        return
+    raise _fail("DocumentUnavailable", f"{url}: more than {MAX_REDIRECTS} redirects", 502)
 
 
 # --------------------------------------------------------------------------- progress

@@ -123,7 +123,8 @@ async def _process(
     reason = stop_reason(ref, obj)
     if reason is not None:
         return "already-finished" if reason == "ended-elsewhere" else reason
-    assert obj is not None
+    if obj is None:  # stop_reason says "deleted" for a missing job: cannot be
+        return "deleted"
     job = LLMJob.model_validate(obj)
     meta = {"name": ref.name, "namespace": ref.namespace, "uid": ref.uid}
     # Recording the start (status, then an Event) runs beside the provider call, not

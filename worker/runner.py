@@ -352,8 +352,8 @@ class ConcurrentWorker:
         self, job_id: str, payload: dict[str, Any], limit: float | None, attempt: int
     ) -> str:
         task = asyncio.current_task()
-        assert task is not None
-        self._tasks[job_id] = task
+        if task is not None:  # always, in a coroutine run by the loop
+            self._tasks[job_id] = task
         try:
             # RQ's job timeout bounds an attempt, as RQ's own workers do.
             async with asyncio.timeout(limit if limit and limit > 0 else None):

@@ -70,6 +70,8 @@ class Context:
         await self.inflight.close()
         await self.deps.kube.aclose()
         await self.deps.http.close()
+        if self.deps.documents is not None:
+            await self.deps.documents.close()
         await self.deps.redis.aclose()
 
     def close(self) -> None:

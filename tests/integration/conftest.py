@@ -28,7 +28,13 @@ from devstack.ollama import RealOllama
 from devstack.ollamaserver import OllamaServer
 from devstack.procs import Proc, free_port, wait_for
 from devstack.redisserver import RedisServer
-from devstack.stack import SYSTEM_NAMESPACE, create_token, install_crds, install_rbac
+from devstack.stack import (
+    LOOPBACK,
+    SYSTEM_NAMESPACE,
+    create_token,
+    install_crds,
+    install_rbac,
+)
 from llmloom.settings import OperatorSettings
 
 LOG_SOURCES: list[Callable[[], str]] = []
@@ -126,6 +132,8 @@ def operator(
         endpoint_check_seconds=1,
         job_resync_seconds=0.5,
         metrics_port=free_port(),
+        liveness_port=free_port(),
+        liveness_host="127.0.0.1",
     )
     op = OperatorThread(settings).start()
     yield op
@@ -136,15 +144,19 @@ def operator(
 class Api:
     url: str
     proc: Proc
+    metrics_url: str
+    """/metrics, on the API's port of its own."""
 
 
 def start_api(
     cluster: Cluster, redis: RedisServer, identities: Identities, logs: Path, **settings: str
 ) -> Api:
     """An API process as the chart's ServiceAccount, with the test settings (and these)."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **cluster.env(),
+        "LLMLOOM_METRICS_HOST": "127.0.0.1",
+        "LLMLOOM_METRICS_PORT": str(metrics_port),
         "LLMLOOM_REDIS_URL": redis.url,
         "LLMLOOM_KUBECONFIG": str(identities.api),
         "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
@@ -156,7 +168,7 @@ def start_api(
     proc = Proc(f"api-{port}", [*PY, "api", "--port", str(port)], logs, env)
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: proc.check_alive() and httpx.get(f"{url}/readyz").is_success, 60, "the API")
-    return Api(url=url, proc=proc)
+    return Api(url=url, proc=proc, metrics_url=f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 @pytest.fixture(scope="session")
@@ -261,6 +273,8 @@ def start_worker(
             # Notice lost workers quickly; stop quickly when a test ends.
             "LLMLOOM_LEASE_SECONDS": "2",
             "LLMLOOM_SHUTDOWN_GRACE_SECONDS": "5",
+            # Document servers of the tests listen on loopback, refused by default.
+            "LLMLOOM_DOCUMENT_ALLOWED_NETWORKS": LOOPBACK,
             **(env or {}),
         }
         proc = Proc(f"worker-{len(procs)}", [*PY, "worker", *args], tmp_path, env)

@@ -51,7 +51,9 @@ def test_readiness_and_metrics(
     model = echo(tenant, fault_server)
     start_worker(f"{tenant.namespace}/{model}")
     assert chat(api, tenant, model).status_code == 200
-    text = httpx.get(f"{api.url}/metrics").text
+    text = httpx.get(api.metrics_url).text
+    # Not on the client-facing port: tenants' names and token counts are not for clients.
+    assert httpx.get(f"{api.url}/metrics").status_code == 404
     assert (
         'llmloom_api_requests_total{method="POST",route="/v1/chat/completions",status="200"}'
         in text

@@ -4,6 +4,7 @@ small model and the fault server, with progress in their status."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -305,6 +306,11 @@ class _Documents(BaseHTTPRequestHandler):
     body = b""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/redirect/"):  # /redirect/<url>: a 302 to it
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect/"))
+            self.end_headers()
+            return
         if self.path != "/report.txt":
             self.send_error(404)
             return
@@ -361,6 +367,53 @@ def test_documents_from_secrets_urls_and_missing_sources(
     ):
         cond = failed(finish(tenant, name, "Failed"))
         assert cond["reason"] == reason and words in cond["message"], cond
+
+
+def test_document_urls_reach_public_addresses_only(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    """A worker as in a cluster (no network allowed beyond public ones): loopback, cloud
+    metadata, private addresses, a redirect to metadata and other schemes are refused."""
+    with _serving() as here:
+        echo = echo_flavor(tenant, "echo", fault_server.endpoint())
+        start_worker(f"{tenant.namespace}/{echo}", env={"LLMLOOM_DOCUMENT_ALLOWED_NETWORKS": "[]"})
+        tries = {
+            "loopback": f"{here}/report.txt",
+            "metadata": "http://169.254.169.254/latest/meta-data/",
+            "private": "http://10.0.0.1/doc.txt",
+            "mapped": "http://[::ffff:169.254.169.254]/",
+            "name": "http://localhost/doc.txt",
+        }
+        apply(tenant, *(document_job(n, echo, {"url": u}) for n, u in tries.items()))
+        for name in tries:
+            cond = failed(finish(tenant, name, "Failed"))
+            assert cond["reason"] == "DocumentForbidden", (name, cond)
+            assert "not a public address" in cond["message"], (name, cond)
+
+
+def test_a_redirect_is_checked_again(
+    tenant: Tenant, fault_server: FaultServer, start_worker: Callable[..., Proc], api: Api
+) -> None:
+    """Loopback allowed (where the test's server is), a redirect from it to cloud metadata
+    is still refused."""
+    with _serving() as here:
+        echo = echo_flavor(tenant, "echo", fault_server.endpoint())
+        start_worker(f"{tenant.namespace}/{echo}")
+        to_metadata = f"{here}/redirect/http://169.254.169.254/latest/meta-data/"
+        apply(tenant, document_job("hop", echo, {"url": to_metadata}))
+        cond = failed(finish(tenant, "hop", "Failed"))
+        assert cond["reason"] == "DocumentForbidden" and "169.254.169.254" in cond["message"]
+
+
+@contextlib.contextmanager
+def _serving() -> Iterator[str]:
+    _Documents.body = b"Quarterly report."
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Documents)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize(

@@ -106,3 +106,6 @@ def test_operator_metrics(
 
     wait_for(scraped, 15, "the job and the queue in /metrics")
     assert "llmloom_reconcile_errors_total" in httpx.get(url).text
+    # Liveness is answered by kopf on the operator's own loop (not the metrics thread).
+    live = f"http://127.0.0.1:{operator.settings.liveness_port}/healthz"
+    assert httpx.get(live).status_code == 200

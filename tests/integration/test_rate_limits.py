@@ -83,7 +83,7 @@ def test_requests_per_minute_refuse_with_openais_429(
     assert 15 <= int(headers["retry-after"]) <= 20
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert len(jobs(tenant)) == 3  # a refused request makes no job
-    metrics = httpx.get(f"{api.url}/metrics").text
+    metrics = httpx.get(api.metrics_url).text
     assert f'llmloom_api_rate_limited_total{{limit="requests",tenant="{tenant.namespace}"}}' in (
         metrics
     )
