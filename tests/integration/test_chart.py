@@ -44,6 +44,19 @@ FULL_VALUES = {
             },
         }
     ],
+    "clusterFlavors": [
+        {
+            "name": "llama-70b",
+            "spec": {
+                "provider": "vllm",
+                "model": "meta-llama/Llama-3.3-70B-Instruct",
+                "deploy": {"gpus": 4},
+                "tenantSelector": {"matchLabels": {"llmloom.io/shared-models": "true"}},
+                "sharing": {"tenants": [{"namespace": "team-a", "weight": 3}]},
+            },
+        }
+    ],
+    "metrics": {"serviceMonitor": {"enabled": False}},
 }
 
 
@@ -74,7 +87,8 @@ def docs(text: str) -> list[dict[str, object]]:
 def template(cluster: Cluster, home: Path, namespace: str, *extra: str) -> str:
     """The chart rendered as GitOps tools render it: with the cluster's versions."""
     args = ["template", "llmloom", str(CHART), "-n", namespace, "--kube-version", "1.36.3"]
-    args += ["--api-versions", "llmloom.io/v1alpha1/Flavor", *extra]
+    args += ["--api-versions", "llmloom.io/v1alpha1/Flavor"]
+    args += ["--api-versions", "llmloom.io/v1alpha1/ClusterFlavor", *extra]
     return helm(cluster, home, *args).stdout
 
 
@@ -92,7 +106,26 @@ def test_lint_and_template_render_valid_objects(
         # The API server accepts every object as rendered (the CRDs are installed already).
         res = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered, check=False)
         assert res.returncode == 0, res.stderr
-    assert {"Flavor", "Ingress", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Flavor", "ClusterFlavor", "Ingress", "HorizontalPodAutoscaler"} <= kinds
+    objects = docs(rendered)
+    # Nothing client-facing publishes /metrics: the API's Service and Ingress carry
+    # the http port only.
+    api_service = next(
+        d
+        for d in objects
+        if d["kind"] == "Service" and str(d["metadata"]["name"]).endswith("-api")  # type: ignore[index]
+    )
+    assert [p["name"] for p in api_service["spec"]["ports"]] == ["http"]  # type: ignore[index]
+    # Redis admits LLMLoom's pods of the release namespace by the namespace's name.
+    redis_policy = next(
+        d for d in objects if d["kind"] == "NetworkPolicy" and "redis" in str(d["metadata"])
+    )
+    first = redis_policy["spec"]["ingress"][0]["from"][0]  # type: ignore[index]
+    assert first["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": tenant.namespace}
+    }
+    roles = {d["metadata"]["name"] for d in objects if d["kind"] == "ClusterRole"}  # type: ignore[index]
+    assert {"llmloom-view", "llmloom-edit", "llmloom-clusterflavor-view"} <= roles
 
 
 def test_unknown_values_are_refused(cluster: Cluster, tmp_path: Path) -> None:
