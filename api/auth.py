@@ -1,16 +1,19 @@
 """Bearer-token authentication: which tenant (namespace) a request acts for.
 
-Verified tokens are cached for ``token_cache_seconds`` so that a request costs
-no API-server round trip; a revoked token stops working within that time.
+Tokens' hashes come from a watch of APITokens (``apitokens``), indexed by hash:
+a request costs no API-server round trip, and a deleted (revoked) token stops
+working as soon as the watch brings the deletion.
 """
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 
 from llmloom import apitokens
 from llmloom.api.errors import APIError
-from llmloom.kube import Kube
+from llmloom.informer import Informer
+from llmloom.kube import API_TOKENS, Kube
+from llmloom.resources import APIToken
 
 
 def _unauthorized(message: str) -> APIError:
@@ -23,15 +26,22 @@ def _unauthorized(message: str) -> APIError:
     )
 
 
+def by_hash(token: APIToken) -> str:
+    return token.spec.sha256
+
+
 class TokenAuth:
-    """Maps bearer tokens to tenants, with a short-lived cache."""
+    """Maps bearer tokens to tenants, from the watch of APITokens."""
 
-    def __init__(self, kube: Kube, cache_seconds: float) -> None:
-        self.kube = kube
-        self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[str, float]] = {}
+    def __init__(self, tokens: Informer[APIToken]) -> None:
+        self.tokens = tokens
 
-    async def tenant(self, authorization: str | None) -> str:
+    @classmethod
+    def watching(cls, kube: Kube) -> TokenAuth:
+        """Tokens of every namespace, from a watch (started by ``tokens.start()``)."""
+        return cls(Informer(kube, API_TOKENS, APIToken.model_validate, {"sha256": by_hash}))
+
+    def tenant(self, authorization: str | None) -> str:
         """The namespace of the caller, or a 401 APIError."""
         if not authorization:
             raise _unauthorized(
@@ -41,13 +51,9 @@ class TokenAuth:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("The Authorization header must be 'Bearer <token>'.")
-        digest = apitokens.token_hash(token)
-        hit = self._cache.get(digest)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        namespace = await apitokens.tenant_of(self.kube, token)
-        if namespace is None:
-            self._cache.pop(digest, None)
-            raise _unauthorized("Incorrect API key provided.")
-        self._cache[digest] = (namespace, time.monotonic() + self.cache_seconds)
-        return namespace
+        if token.startswith(apitokens.TOKEN_PREFIX):
+            now = datetime.now(UTC)
+            for stored in self.tokens.by("sha256", apitokens.token_hash(token)):
+                if apitokens.valid(stored, token, now):
+                    return stored.metadata.namespace
+        raise _unauthorized("Incorrect API key provided.")

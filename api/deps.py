@@ -27,7 +27,7 @@ async def get_tenant(
     request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str:
-    return await services.auth.tenant(request.headers.get("authorization"))
+    return services.auth.tenant(request.headers.get("authorization"))
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

@@ -31,6 +31,7 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     except Exception as exc:
         checks["kubernetes"] = f"failing: {exc!r}"
     checks["flavors"] = "ok" if services.catalog.synced else "not listed yet"
+    checks["tokens"] = "ok" if services.auth.tokens.synced.is_set() else "not listed yet"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "failing", "checks": checks}, 200 if ready else 503

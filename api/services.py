@@ -44,15 +44,18 @@ class Services:
         await waiter.start()
         catalog = Catalog.watching(kube)
         catalog.start()
+        auth = TokenAuth.watching(kube)
+        auth.tokens.start()
         with contextlib.suppress(TimeoutError):  # /readyz says so until it has listed them
             await catalog.wait_synced(FLAVOR_SYNC_SECONDS)
+            await auth.tokens.wait_synced(FLAVOR_SYNC_SECONDS)
         return cls(
             settings=settings,
             kube=kube,
             redis=redis,
             sync_redis=SyncRedis.from_url(settings.redis_url),
             waiter=waiter,
-            auth=TokenAuth(kube, settings.token_cache_seconds),
+            auth=auth,
             limits=ratelimit.TenantLimitsSource(
                 kube,
                 ratelimit.TenantLimits(
@@ -69,6 +72,7 @@ class Services:
 
     async def close(self) -> None:
         await self.catalog.stop()
+        await self.auth.tokens.stop()
         await self.waiter.stop()
         await self.kube.aclose()
         await self.redis.aclose()

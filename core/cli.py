@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -67,31 +68,59 @@ def _token(a: argparse.Namespace) -> None:
     import yaml
 
     from llmloom import apitokens
-    from llmloom.kube import SECRETS, Kube
+    from llmloom.kube import API_TOKENS, Kube
     from llmloom.settings import CommonSettings
 
+    expires = datetime.fromisoformat(a.expires_at) if a.expires_at else None
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
     if a.action == "create" and a.manifest:
-        # No cluster access needed: the token goes to stderr, the Secret to stdout, for
+        # No cluster access needed: the token goes to stderr, the APIToken to stdout, for
         # `... | kubectl apply -f -` with the caller's own permissions.
         token = apitokens.new_token()
-        secret = apitokens.secret_manifest(a.namespace, a.name, token, a.description or "")
+        digest = apitokens.token_hash(token)
+        body = apitokens.manifest(a.namespace, a.name, digest, a.description or "", expires)
         print(f"token (shown once): {token}", file=sys.stderr)
-        print(yaml.safe_dump(secret), end="")
+        print(yaml.safe_dump(body), end="")
         return
 
     async def main() -> None:
         kube = Kube.connect(CommonSettings().kubeconfig)
         try:
             if a.action == "create":
-                token = await apitokens.create(kube, a.namespace, a.name, a.description or "")
-                print(token)
-            else:
-                await kube.delete(SECRETS, a.namespace, a.name)
+                desc = a.description or ""
+                print(await apitokens.create(kube, a.namespace, a.name, desc, expires))
+            elif a.action == "revoke":
+                await kube.delete(API_TOKENS, a.namespace, a.name)
                 print(f"revoked {a.namespace}/{a.name}")
+            else:
+                await _migrate(kube, None if a.namespace == "*" else a.namespace)
         finally:
             await kube.aclose()
 
     asyncio.run(main())
+
+
+async def _migrate(kube: Any, namespace: str | None) -> None:
+    """Turn the token Secrets made before APIToken into APITokens (same name and hash);
+    the Secrets are left for the admin to delete once clients work."""
+    from llmloom import apitokens
+    from llmloom.kube import API_TOKENS, SECRETS, KubeError
+
+    selector = f"{apitokens.LEGACY_LABEL}=true"
+    for secret in await kube.list(SECRETS, namespace, selector):
+        body = apitokens.from_legacy_secret(secret)
+        if body is None:
+            continue
+        meta = body["metadata"]
+        try:
+            await kube.create(API_TOKENS, meta["namespace"], body)
+            print(f"migrated {meta['namespace']}/{meta['name']}")
+        except KubeError as exc:
+            if exc.code != 409:
+                raise
+            print(f"already there: {meta['namespace']}/{meta['name']}")
+    print(f"the old Secrets stay: kubectl delete secret -A -l {selector} once clients work")
 
 
 def _crds(a: argparse.Namespace) -> None:
@@ -118,15 +147,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.set_defaults(func=_worker)
 
-    p = sub.add_parser("token", help="create or revoke API tokens of a tenant (namespace)")
-    p.add_argument("action", choices=["create", "revoke"])
-    p.add_argument("-n", "--namespace", required=True)
-    p.add_argument("--name", default="llmloom-token", help="name of the token's Secret")
+    p = sub.add_parser(
+        "token",
+        help="create or revoke API tokens of a tenant (namespace); migrate old token Secrets",
+    )
+    p.add_argument("action", choices=["create", "revoke", "migrate"])
+    p.add_argument("-n", "--namespace", required=True, help="the tenant (migrate: '*' for all)")
+    p.add_argument("--name", default="llmloom-token", help="name of the token's APIToken")
     p.add_argument("--description")
+    p.add_argument("--expires-at", help="when the token stops working (ISO 8601, UTC)")
     p.add_argument(
         "--manifest",
         action="store_true",
-        help="print the token's Secret instead of creating it (pipe into kubectl apply -f -)",
+        help="print the token's APIToken instead of creating it (pipe into kubectl apply -f -)",
     )
     p.set_defaults(func=_token)
 

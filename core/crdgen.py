@@ -118,6 +118,23 @@ CRDS = [
         scope="Cluster",
     ),
     CrdInfo(
+        kind="APIToken",
+        plural="apitokens",
+        singular="apitoken",
+        short_names=["llmtok"],
+        spec=resources.APITokenSpec,
+        status=resources.APITokenStatus,
+        description=(
+            "A bearer token of the namespace's tenant for LLMLoom's API, kept as its sha256 "
+            "only (made by `llmloom token create`)."
+        ),
+        columns=[
+            {"name": "Description", "type": "string", "jsonPath": ".spec.description"},
+            {"name": "Expires", "type": "date", "jsonPath": ".spec.expiresAt"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    ),
+    CrdInfo(
         kind="LLMJob",
         plural="llmjobs",
         singular="llmjob",

@@ -53,6 +53,7 @@ class Resource:
 
 FLAVORS = Resource(GROUP, VERSION, "flavors")
 CLUSTER_FLAVORS = Resource(GROUP, VERSION, "clusterflavors")
+API_TOKENS = Resource(GROUP, VERSION, "apitokens")
 LLMJOBS = Resource(GROUP, VERSION, "llmjobs")
 LLMBATCHES = Resource(GROUP, VERSION, "llmbatches")
 SECRETS = Resource("", "v1", "secrets")

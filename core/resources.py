@@ -1149,3 +1149,38 @@ class LLMBatch(Model):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: LLMBatchSpec
     status: LLMBatchStatus = Field(default_factory=LLMBatchStatus)
+
+
+# --------------------------------------------------------------------------- APIToken
+
+
+class APITokenSpec(Model):
+    """A bearer token of the namespace's tenant, kept as its sha256 only: the token itself
+    is shown once, when it is made (``llmloom token create``)."""
+
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self == oldSelf", "sha256 is immutable; make a new token instead")
+            ]
+        },
+    )
+    """The sha256 of the token, hex."""
+    description: str | None = Field(default=None, max_length=256)
+    """What the token is for, for people."""
+    expires_at: datetime | None = None
+    """When the token stops working; unset: when it is deleted."""
+
+
+class APITokenStatus(Model):
+    """Nothing is written here: a request costs no write to the token."""
+
+
+class APIToken(Model):
+    """An APIToken object as read from the API server."""
+
+    api_version: str = API_VERSION
+    kind: Literal["APIToken"] = "APIToken"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: APITokenSpec

@@ -135,9 +135,6 @@ class ApiSettings(CommonSettings):
     ingresses and proxies close a stream idle for a minute."""
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones are answered 413."""
-    token_cache_seconds: float = Field(default=30.0, ge=0)
-    """How long a verified API token is trusted before it is looked up again
-    (a revoked token stops working within this time)."""
     requests_per_minute: int | None = Field(default=None, ge=1)
     """Requests per minute a tenant may make (chat, embeddings, jobs) where its Namespace's
     llmloom.io/requests-per-minute annotation does not say; unset: no limit."""

@@ -133,7 +133,7 @@ def ollama_flavor(name: str, namespace: str, endpoint: str) -> dict[str, object]
 
 
 def create_token(kubeconfig: Path, namespace: str, name: str) -> str:
-    """An API token of the tenant ``namespace`` (its Secret created with ``kubeconfig``)."""
+    """An API token of the tenant ``namespace`` (its APIToken created with ``kubeconfig``)."""
 
     async def main() -> str:
         kube = Kube.connect(str(kubeconfig))

@@ -159,7 +159,6 @@ def start_api(
         "LLMLOOM_METRICS_PORT": str(metrics_port),
         "LLMLOOM_REDIS_URL": redis.url,
         "LLMLOOM_KUBECONFIG": str(identities.api),
-        "LLMLOOM_TOKEN_CACHE_SECONDS": "1",
         "LLMLOOM_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "LLMLOOM_REQUEST_JOB_TTL_SECONDS": str(REQUEST_JOB_TTL_SECONDS),
         "LLMLOOM_STREAM_KEEPALIVE_SECONDS": "1",

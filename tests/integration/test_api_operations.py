@@ -47,7 +47,12 @@ def test_readiness_and_metrics(
 ) -> None:
     ready = httpx.get(f"{api.url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"redis": "ok", "kubernetes": "ok", "flavors": "ok"}
+    assert ready.json()["checks"] == {
+        "redis": "ok",
+        "kubernetes": "ok",
+        "flavors": "ok",
+        "tokens": "ok",
+    }
     model = echo(tenant, fault_server)
     start_worker(f"{tenant.namespace}/{model}")
     assert chat(api, tenant, model).status_code == 200

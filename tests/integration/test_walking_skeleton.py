@@ -7,10 +7,11 @@ LLMJob, the operator, Redis and a worker; bad input gets a clear error.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import httpx
@@ -20,8 +21,9 @@ import yaml
 from redis import Redis
 
 from devstack.modelserver import ModelServer
-from devstack.procs import Proc, free_port
+from devstack.procs import Proc, free_port, wait_for
 from devstack.redisserver import RedisServer
+from llmloom import apitokens
 
 from .conftest import EXAMPLES, Api, Tenant, flavor_manifest
 
@@ -289,7 +291,37 @@ def test_a_token_made_with_the_cli_and_kubectl_works(api: Api, tenant: Tenant) -
     token = made.stderr.split("token (shown once): ")[1].strip()
     c = openai.OpenAI(base_url=f"{api.url}/v1", api_key=token, max_retries=0)
     assert c.models.list().data == []  # the tenant has no Ready flavor yet; the token is valid
-    tenant.kubectl("delete", "secret", "cli-token")  # revoking it ends it, after the cache time
-    time.sleep(1.5)
-    with pytest.raises(openai.AuthenticationError):
+    tenant.kubectl("delete", "apitoken", "cli-token")  # revoking it ends it (the API's watch)
+
+    def refused() -> bool:
+        try:
+            c.models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    wait_for(refused, 10, "the revoked token to be refused")
+
+
+def test_a_token_secret_of_old_keeps_working_once_migrated(api: Api, tenant: Tenant) -> None:
+    token = apitokens.new_token()
+    digest = base64.b64encode(apitokens.token_hash(token).encode()).decode()
+    legacy = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "old-token", "labels": {apitokens.LEGACY_LABEL: "true"}},
+        "data": {"sha256": digest},
+    }
+    tenant.kubectl("apply", "-f", "-", input=yaml.safe_dump(legacy))
+    c = openai.OpenAI(base_url=f"{api.url}/v1", api_key=token, max_retries=0)
+    with pytest.raises(openai.AuthenticationError):  # the API reads no Secret
         c.models.list()
+    subprocess.run(
+        [sys.executable, "-m", "llmloom.cli", "token", "migrate", "-n", tenant.namespace],
+        env={**os.environ, **tenant.cluster.env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tenant.get("apitoken", "old-token")["spec"]["description"] == "migrated"
+    wait_for(lambda: c.models.list().data == [], 10, "the migrated token to work")
