@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmloom import redisclients
+
 log = logging.getLogger(__name__)
 
 
@@ -141,6 +143,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(envelope(str(exc.detail), kind), exc.status_code, headers=headers)
 
 
+async def _redis_away(_: Request, exc: Exception) -> JSONResponse:
+    """Redis is away (restarting, failing over): a fault that passes, which OpenAI's SDKs
+    retry, not a 500."""
+    log.warning("Redis is unavailable: %s", exc)
+    body = envelope(
+        "The service is briefly unavailable (its queue is restarting); please retry.",
+        "server_error",
+        code="service_unavailable",
+    )
+    return JSONResponse(body, 503, headers={"Retry-After": "1"})
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return JSONResponse(envelope("internal error", "server_error"), 500)
@@ -198,5 +212,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for away in redisclients.UNAVAILABLE:
+        app.add_exception_handler(away, _redis_away)
     app.add_exception_handler(Exception, _unexpected)
     app.openapi = _openapi(app)  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from llmloom import ratelimit
+from llmloom import ratelimit, redisclients
 from llmloom.api.auth import TokenAuth
 from llmloom.api.observability import ApiMetrics
 from llmloom.api.waiter import ResultWaiter
@@ -39,7 +39,7 @@ class Services:
     @classmethod
     async def start(cls, settings: ApiSettings, metrics: ApiMetrics) -> Services:
         kube = Kube.connect(settings.kubeconfig)
-        redis = Redis.from_url(settings.redis_url)
+        redis = redisclients.connect_async(settings.redis_url)
         waiter = ResultWaiter(redis)
         await waiter.start()
         catalog = Catalog.watching(kube)
@@ -53,7 +53,7 @@ class Services:
             settings=settings,
             kube=kube,
             redis=redis,
-            sync_redis=SyncRedis.from_url(settings.redis_url),
+            sync_redis=redisclients.connect(settings.redis_url),
             waiter=waiter,
             auth=auth,
             limits=ratelimit.TenantLimitsSource(

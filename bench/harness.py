@@ -63,12 +63,14 @@ class Stack:
     """The stack, started by the constructor; ``close()`` (or the ``with`` block's end)
     stops everything and removes its state."""
 
-    def __init__(self, ttl: int = 300, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, ttl: int = 300, env: dict[str, str] | None = None, persist_redis: bool = False
+    ) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="llmloom-bench-"))
         self.cluster = Cluster(gpu_nodes=0, cpu_nodes=1)
         self.procs: list[Proc] = []
         try:
-            self.redis = RedisServer(self.work / "redis")
+            self.redis = RedisServer(self.work / "redis", persist=persist_redis)
             self.faults = FaultServer(self.work)
             install_crds(self.cluster)
             install_rbac(self.cluster)
@@ -146,6 +148,16 @@ class Stack:
         proc = Proc(f"worker-{len(self.procs)}", cmd, self.work, env)
         self.procs.append(proc)
         return proc
+
+    def proc(self, name: str) -> Proc:
+        """A process of the stack by name: operator, api, worker-N, redis, or a part of
+        the control plane (kube-apiserver, etcd...)."""
+        if name == "redis":
+            return self.redis.proc
+        for p in [*self.procs, *self.cluster.procs]:
+            if p.name == name:
+                return p
+        raise KeyError(name)
 
     @property
     def headers(self) -> dict[str, str]:

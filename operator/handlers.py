@@ -18,12 +18,8 @@ from typing import Any
 import httpx
 import kopf
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
-from llmloom import (
-    GROUP,
-    VERSION,
-)
+from llmloom import GROUP, VERSION, redisclients
 from llmloom.kube import Kube, bearer, load_config
 from llmloom.operator import builders
 from llmloom.operator.batches import BatchController
@@ -79,7 +75,7 @@ async def startup(memo: Memo, **_: Any) -> None:
         memo.settings,
         deps.kube,
         memo.redis,
-        AsyncRedis.from_url(memo.settings.redis_url),
+        redisclients.connect_async(memo.settings.redis_url),
         catalog,
     )
     memo.tasks.append(asyncio.create_task(memo.flavors.run(), name="llmloom-flavors"))

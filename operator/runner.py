@@ -7,8 +7,8 @@ import threading
 
 import kopf
 import uvloop
-from redis import Redis
 
+from llmloom import redisclients
 from llmloom.operator import metrics
 from llmloom.operator.handlers import Memo, build_registry
 from llmloom.settings import OperatorSettings
@@ -43,7 +43,7 @@ async def operate(
     # kopf logs every handler run at INFO ("Handler 'job_event' succeeded."): a few lines
     # per job, thousands a minute under load. LLMLoom's own lines say what happened.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    memo = Memo(settings=settings, redis=Redis.from_url(settings.redis_url))
+    memo = Memo(settings=settings, redis=redisclients.connect(settings.redis_url))
     stop_metrics = metrics.serve(
         settings.metrics_host, settings.metrics_port, lambda: (memo.flavors, memo.jobs)
     )

@@ -7,9 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis import Redis
-
-from llmloom import queues, sharing, tokens
+from llmloom import queues, redisclients, sharing, tokens
 from llmloom.kube import CLUSTER_FLAVORS, FLAVORS
 from llmloom.resources import ClusterFlavor, Flavor
 from llmloom.settings import WorkerSettings
@@ -63,7 +61,7 @@ def run(settings: WorkerSettings) -> None:
         raise SystemExit("no queues to work on: pass --queue NAMESPACE/FLAVOR")
     tokens.prepare_offline_cache()
     context = Context(settings)
-    redis = Redis.from_url(settings.redis_url)
+    redis = redisclients.connect(settings.redis_url)
     try:
         flavor = context.call(_flavor(context, settings))
         if settings.wait_for_model:

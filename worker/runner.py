@@ -52,7 +52,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from llmloom import queues, sharing
+from llmloom import queues, redisclients, sharing
 from llmloom.sharing import FairOrder
 from llmloom.worker.tasks import Context
 
@@ -255,12 +255,18 @@ class ConcurrentWorker:
                 except queue.Empty:
                     pass
                 else:
-                    if kind == "start":
-                        self._start(a, b)
-                    elif kind == "done":
-                        self._finish(a)
+                    try:
+                        if kind == "start":
+                            self._start(a, b)
+                        elif kind == "done":
+                            self._finish(a)
+                    except redisclients.UNAVAILABLE as exc:
+                        # RQ's records of this job are lost; the job itself is not: its
+                        # result is written or its lease lapses and it runs again.
+                        log.warning("Redis is away; RQ's records of a job are lost: %s", exc)
                 if time.monotonic() >= next_beat:
-                    self._heartbeat()
+                    with contextlib.suppress(*redisclients.UNAVAILABLE):
+                        self._heartbeat()
                     next_beat = time.monotonic() + beat_every
         finally:
             self.stopping.set()
@@ -333,14 +339,20 @@ class ConcurrentWorker:
             q.push_job_id(job.id, at_front=True)  # taken as the stop came: not ours to run
             self.slots.release()
             return
-        with self.redis.pipeline() as pipe:
-            tries = queues.attempts_key(job.id)
-            pipe.incr(tries)
-            pipe.expire(tries, queues.ATTEMPTS_TTL_SECONDS)
-            execution = Execution.create(job, self._ttl, pipeline=pipe, worker_name=self.name)
-            job.prepare_for_execution(self.name, pipeline=pipe)
-            self.rq.set_state(WorkerStatus.BUSY, pipeline=pipe)
-            attempt = int(pipe.execute()[0])
+        try:
+            with self.redis.pipeline() as pipe:
+                tries = queues.attempts_key(job.id)
+                pipe.incr(tries)
+                pipe.expire(tries, queues.ATTEMPTS_TTL_SECONDS)
+                execution = Execution.create(job, self._ttl, pipeline=pipe, worker_name=self.name)
+                job.prepare_for_execution(self.name, pipeline=pipe)
+                self.rq.set_state(WorkerStatus.BUSY, pipeline=pipe)
+                attempt = int(pipe.execute()[0])
+        except redisclients.UNAVAILABLE:
+            # Taken off its queue, not started: the operator queues it again (its entry is
+            # gone), as after a lost worker.
+            self.slots.release()
+            raise
         future = self.context.submit(self._run(job.id, job.args[0], job.timeout, attempt))
         self.running[job.id] = Running(job, q, execution, future)
         future.add_done_callback(functools.partial(self._done, job.id))

@@ -17,9 +17,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvloop
-from redis.asyncio import Redis
 
-from llmloom import httpio
+from llmloom import httpio, redisclients
 from llmloom.kube import Kube
 from llmloom.queues import JobRef
 from llmloom.settings import WorkerSettings
@@ -46,7 +45,7 @@ class Context:
         return Deps(
             settings=settings,
             kube=Kube.connect(settings.kubeconfig, max_connections=16),
-            redis=Redis.from_url(settings.redis_url, max_connections=max_connections),
+            redis=redisclients.connect_async(settings.redis_url, max_connections=max_connections),
             http=httpio.session(max_connections),
         )
 
