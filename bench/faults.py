@@ -253,13 +253,12 @@ def run_round(stack: Stack, tag: str, fault: Callable[[], None], a: argparse.Nam
                 else:
                     code = (error or {}).get("code") or "BatchLineFailed"
                     tally.failed[str(code)] += 1
-        if batch.status != "completed" and not seen:
-            tally.failed[f"Batch{batch.status.capitalize()}"] += a.lines
     tally.twice += sum(1 for n in seen.values() if n > 1)
-    if batch is not None and seen:
-        tally.lost += a.lines - len(seen)
-    elif batch is None:
-        tally.lost += a.lines
+    if batch is None or batch.status in ("validating", "in_progress", "finalizing"):
+        tally.lost += a.lines - len(seen)  # never ended
+    elif len(seen) < a.lines:  # ended without a line for some: say how
+        failed = batch.errors.data[0].code if batch.errors and batch.errors.data else None
+        tally.failed[failed or f"batch {batch.status}"] += a.lines - len(seen)
     timeline = httpx.get(f"{stack.faults.base}/timeline").json()
     calls = Counter(answer for answer, _, _ in timeline if "-api-" in answer or "-line-" in answer)
     tally.rerun = sum(1 for n in calls.values() if n > 1)

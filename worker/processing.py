@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from llmloom import API_VERSION, WORKER, events, jobstatus, origin, results, streams, timestamps
-from llmloom.kube import LLMJOBS, Obj
+from llmloom.kube import LLMJOBS, KubeError, Obj
 from llmloom.queues import JobRef
 from llmloom.resources import LLMJob, Usage
 from llmloom.worker import documents
@@ -186,16 +188,48 @@ async def _process(
     return state
 
 
+STATUS_RETRY_SECONDS = 90.0
+"""How long a status write is tried again while the API server is away (restarting,
+overloaded): the result is stored already, and the job's lease is kept meanwhile, so
+the job is not run again for want of one write."""
+PASSING_CODES = frozenset({429, 500, 502, 503, 504})
+
+
+def passing(exc: Exception) -> bool:
+    """Whether a failed request to the API server may succeed if tried again."""
+    if isinstance(exc, KubeError):
+        return exc.code in PASSING_CODES
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError)
+
+
 async def write_status(
     deps: Deps, ref: JobRef, current: Obj, mutate: Callable[[dict[str, Any]], None]
 ) -> Obj | None:
-    """Apply a status mutation to the job version: a request's job has its whole status
-    written in one request (the worker is its one writer); any other, read-modify-write
-    from ``current`` with its resourceVersion (the operator writes too).
+    """Apply a status mutation to the job version (``_write_once``), tried again with
+    backoff for ``STATUS_RETRY_SECONDS`` while the API server is away.
 
     Returns:
         The job as written; None when it is gone, recreated or edited.
     """
+    deadline = time.monotonic() + STATUS_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return await _write_once(deps, ref, current, mutate)
+        except Exception as exc:
+            if not passing(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("status of %s/%s not written (%s); again", ref.namespace, ref.name, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _write_once(
+    deps: Deps, ref: JobRef, current: Obj, mutate: Callable[[dict[str, Any]], None]
+) -> Obj | None:
+    """Apply a status mutation to the job version: a request's job has its whole status
+    written in one request (the worker is its one writer); any other, read-modify-write
+    from ``current`` with its resourceVersion (the operator writes too)."""
     if origin.is_request(current.get("metadata") or {}):
         status = copy.deepcopy(current.get("status") or {})
         mutate(status)

@@ -233,3 +233,17 @@ def test_running_a_resumed_job_ends_its_suspension() -> None:
         status["conditions"][0]["status"] == "False"
         and status["conditions"][0]["reason"] == "Resumed"
     )
+
+
+def test_a_status_write_is_tried_again_only_while_the_api_server_is_away() -> None:
+    import aiohttp
+
+    from llmloom.kube import KubeError
+    from llmloom.worker.processing import passing
+
+    assert passing(KubeError(503, "ServiceUnavailable", "restarting"))
+    assert passing(KubeError(429, "TooManyRequests", "storage is (re)initializing"))
+    assert passing(aiohttp.ClientConnectionError("refused")) and passing(ConnectionRefusedError())
+    assert not passing(KubeError(409, "Conflict", "changed"))
+    assert not passing(KubeError(403, "Forbidden", "no"))
+    assert not passing(ValueError("a bug"))
