@@ -48,7 +48,7 @@ from redis import Redis
 
 from devstack.procs import wait_for
 
-INPUT_LOST = {"RequestLost", "InputLost", "BatchLost"}
+INPUT_LOST = {"RequestLost", "input_lost"}
 """Failure reasons that say Redis lost an item's stored input (counted apart)."""
 
 

@@ -127,8 +127,10 @@ def mark_started(total: int, expires: datetime) -> Callable[[dict[str, Any]], No
     return apply
 
 
-def mark_failed(errors: list[dict[str, Any]], message: str) -> Callable[[dict[str, Any]], None]:
-    """The batch's input was refused: the batch fails without running anything."""
+def mark_failed(
+    errors: list[dict[str, Any]], message: str, reason: str = "ValidationFailed"
+) -> Callable[[dict[str, Any]], None]:
+    """The batch fails: its input was refused (nothing ran), or lost (``reason``)."""
 
     def apply(status: dict[str, Any]) -> None:
         if status.get("state") in batches.TERMINAL:
@@ -138,7 +140,7 @@ def mark_failed(errors: list[dict[str, Any]], message: str) -> Callable[[dict[st
         status["errors"] = errors
         status["message"] = message[:1024]
         status["conditions"] = conditions.set_condition(
-            status.get("conditions", []), conditions.SUCCEEDED, "False", "ValidationFailed", message
+            status.get("conditions", []), conditions.SUCCEEDED, "False", reason, message
         )
 
     return apply
@@ -348,8 +350,10 @@ class BatchController:
             batch.status.expires_at = expires
             state = "in_progress"
         if header is None:
-            # In progress, yet its requests are gone (Redis lost them): nothing can run.
-            header = batches.PreparedHeader(total=0)
+            # In progress, yet its requests are gone (Redis lost them): nothing can run,
+            # and the client must see why, not a batch "completed" with no output.
+            await self._input_lost(batch)
+            return
         total = header.total
         expires_at = batch.status.expires_at.timestamp() if batch.status.expires_at else None
         stop = stopping(batch.spec.cancel, expires_at, time.time())
@@ -474,6 +478,19 @@ class BatchController:
         message = f"the input file was refused: {errors[0]['message']}"
         await self._status(batch, mark_failed(errors, message))
         await self._event(batch, "ValidationFailed", message, True)
+        ns, name = batch.metadata.namespace, batch.metadata.name
+        await batches.forget(self.redis, ns, name, batch.metadata.uid)
+
+    async def _input_lost(self, batch: LLMBatch) -> None:
+        counts = batch.status.request_counts
+        done = f"{counts.completed + counts.failed} of {counts.total}" if counts else "some"
+        message = (
+            "the batch's stored requests were lost (Redis lost its data): "
+            f"{done} requests had ended; create the batch again"
+        )
+        errors = [{"code": "input_lost", "message": message}]
+        await self._status(batch, mark_failed(errors, message, "InputLost"))
+        await self._event(batch, "InputLost", message, True)
         ns, name = batch.metadata.namespace, batch.metadata.name
         await batches.forget(self.redis, ns, name, batch.metadata.uid)
 
