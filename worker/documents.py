@@ -430,7 +430,6 @@ async def run(
     spec, primary = s.job.spec, s.primary
     window = primary.spec.context_window
     prompt = spec.prompt or ""
-    reduce_prompt = spec.reduce_prompt or DEFAULT_REDUCE_PROMPT
     requested = spec.strategy or "auto"
     chunks_spec = spec.chunking or Chunking()
     if document_tokens is None and requested in ("auto", "single"):
@@ -469,6 +468,52 @@ async def run(
                 "mapReduce", bounded(chunks_spec.create_new_turn_after, budget, "a chunk")
             )
 
+    recut = True  # once: from the window an overflow error states
+    while True:
+        try:
+            return await _chunked(s, text, document_tokens, chosen, window, prompt, about)
+        except JobFailed as exc:
+            stated = window_from_error(exc.message) if exc.reason == CONTEXT_OVERFLOW else None
+            smaller = stated is not None and (window is None or stated < window)
+            if not recut or stated is None or not smaller:
+                raise _with_hint(exc, chosen.chunk_tokens) from exc
+            # The server gives less than contextWindow says (llama.cpp splits its context
+            # among its parallel slots, say): cut again, to the size its error states.
+            try:
+                replanned = plan(
+                    chosen.strategy,
+                    document_tokens or 0,
+                    chunks_spec,
+                    input_budget(stated, output, prompt_tokens),
+                    output,
+                )
+            except JobFailed:
+                raise _with_hint(exc, chosen.chunk_tokens) from exc
+            log.info(
+                "a call of job %s overflowed a context of %d tokens; cutting again",
+                s.job.metadata.name,
+                stated,
+            )
+            recut, window, chosen = False, stated, replanned
+            about |= {"contextOverflow": True, "contextWindow": stated}
+
+
+async def _chunked(
+    s: Session,
+    text: str,
+    document_tokens: int | None,
+    chosen: Plan,
+    window: int | None,
+    prompt: str,
+    about: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The document cut to ``chosen``'s chunks and run as mapReduce or iterative, the
+    answers combined."""
+    spec = s.job.spec
+    chunks_spec = spec.chunking or Chunking()
+    reduce_prompt = spec.reduce_prompt or DEFAULT_REDUCE_PROMPT
+    output = output_tokens(s.job, s.primary)
+    prompt_tokens = chunking.count(prompt, s.enc)
     reduce_budget = bounded(
         chunks_spec.create_new_turn_after,
         input_budget(window, output, prompt_tokens + chunking.count(reduce_prompt, s.enc)),
@@ -476,7 +521,7 @@ async def run(
     )
     cutting = time.monotonic()
     pieces = await asyncio.to_thread(chunking.split, text, chosen.chunk_tokens, s.enc)
-    n, limit = len(pieces), primary.spec.concurrency
+    n, limit = len(pieces), s.primary.spec.concurrency
     about |= {
         "chunks": n,
         "chunkTokens": chosen.chunk_tokens,
@@ -484,33 +529,30 @@ async def run(
         "timings": {"chunkMs": round((time.monotonic() - cutting) * 1000, 1)},
     }
     reduce = chunks_spec.reduce_summary
-    try:
-        if chosen.strategy == "mapReduce":
-            later = reduce_estimate(n, output, reduce_budget) if reduce else 0
-            s.plan_calls(n + later, "map")
+    if chosen.strategy == "mapReduce":
+        later = reduce_estimate(n, output, reduce_budget) if reduce else 0
+        s.plan_calls(n + later, "map")
 
-            async def map_one(i: int, piece: chunking.Chunk) -> Part:
-                got = await s.ask(map_messages(piece.text, i + 1, n, prompt))
-                return s.part(got, i + 1, i + 1)
+        async def map_one(i: int, piece: chunking.Chunk) -> Part:
+            got = await s.ask(map_messages(piece.text, i + 1, n, prompt))
+            return s.part(got, i + 1, i + 1)
 
-            parts = await bounded_map(map_one, pieces, limit)
-        else:
-            runs = batches(n, chosen.turns_per_batch)
-            later = reduce_estimate(len(runs), output, reduce_budget) if reduce else 0
-            s.plan_calls(len(runs) + later, "iterate")
-            about["turnsPerBatch"] = chosen.turns_per_batch
-            parts = []
-            for batch in runs:
-                carried = parts[-chunks_spec.summary_turns :] if chunks_spec.summary_turns else []
-                turns = [pieces[i].text for i in batch]
-                got = await s.ask(iterate_messages(turns, batch.start + 1, n, carried, prompt))
-                parts.append(s.part(got, batch.start + 1, batch.stop))
-        if not reduce:
-            return joined(parts), about
-        final, levels = await reduce_parts(s, parts, prompt, reduce_prompt, reduce_budget, limit)
-        return final, about | {"reduceLevels": levels}
-    except JobFailed as exc:
-        raise _with_hint(exc, chosen.chunk_tokens) from exc
+        parts = await bounded_map(map_one, pieces, limit)
+    else:
+        runs = batches(n, chosen.turns_per_batch)
+        later = reduce_estimate(len(runs), output, reduce_budget) if reduce else 0
+        s.plan_calls(len(runs) + later, "iterate")
+        about["turnsPerBatch"] = chosen.turns_per_batch
+        parts = []
+        for batch in runs:
+            carried = parts[-chunks_spec.summary_turns :] if chunks_spec.summary_turns else []
+            turns = [pieces[i].text for i in batch]
+            got = await s.ask(iterate_messages(turns, batch.start + 1, n, carried, prompt))
+            parts.append(s.part(got, batch.start + 1, batch.stop))
+    if not reduce:
+        return joined(parts), about
+    final, levels = await reduce_parts(s, parts, prompt, reduce_prompt, reduce_budget, limit)
+    return final, about | {"reduceLevels": levels}
 
 
 def summed(usages: Sequence[Usage]) -> Usage:

@@ -195,6 +195,46 @@ def test_a_short_document_takes_one_call_through_the_jobs_api(
     assert response["usage"]["prompt_tokens"] == states[-1]["usage"]["promptTokens"]
 
 
+def test_a_long_public_text_on_defaults_succeeds_on_the_real_model(
+    api: Api,
+    tenant: Tenant,
+    model_server: ModelServer,
+    start_worker: Callable[..., Proc],
+    redis_server: RedisServer,
+) -> None:
+    """As a new user tries it: the example flavor of `make dev`, the GPL-3 (about 8,000
+    tokens, from the machine's own licences) in a ConfigMap, mapReduce and no chunking
+    settings. The flavor claims more context than a call gets (the server splits its
+    context among its slots): the job cuts its chunks again to what the overflow states,
+    and succeeds."""
+    manifest = yaml.safe_load((EXAMPLES / "flavor-smollm2-local.yaml").read_text())
+    manifest["spec"]["endpoint"] = model_server.url
+    manifest["spec"]["contextWindow"] = 4096  # more than a slot of the server gives
+    apply(tenant, manifest)
+    start_worker(f"{tenant.namespace}/smollm2")
+    tenant.kubectl(
+        "create", "configmap", "gpl", "--from-file=text=/usr/share/common-licenses/GPL-3"
+    )
+    job = {
+        "apiVersion": "llmloom.io/v1alpha1",
+        "kind": "LLMJob",
+        "metadata": {"name": "gpl"},
+        "spec": {
+            "flavor": "smollm2",
+            "task": "document",
+            "strategy": "mapReduce",
+            "document": {"configMapKeyRef": {"name": "gpl", "key": "text"}},
+            "prompt": "Summarise this part of the licence in one sentence.",
+            "parameters": {"maxTokens": 48, "temperature": 0},
+        },
+    }
+    apply(tenant, job)
+    status = finish(tenant, "gpl", timeout=420)
+    about = stored(redis_server, status)["llmloom"]
+    assert about["documentTokens"] > 7000 and about["chunks"] >= 4
+    assert about.get("contextOverflow") is True and about["contextWindow"] <= 2048
+
+
 # --------------------------------------------------------------------------- the fault server
 
 

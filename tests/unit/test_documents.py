@@ -251,6 +251,28 @@ def test_auto_chunks_when_the_provider_reports_an_overflow() -> None:
     assert final.startswith("reduce-") and reports[-1].done == reports[-1].total
 
 
+@pytest.mark.parametrize("strategy", ["mapReduce", "iterative"])
+def test_every_strategy_cuts_again_to_the_context_an_overflow_states(strategy: str) -> None:
+    # The flavor says 4,096 tokens; the server gives each call 1,000 (llama.cpp's slots).
+    text = text_of(40)
+    provider = Provider(overflow_over=1000)
+    primary = flavor(contextWindow=4096)
+    the_job = job(
+        strategy=strategy, parameters={"maxTokens": 100}, chunking={"createNewTurnAfter": 3000}
+    )
+    final, about, _, _ = run(the_job, text, provider, primary)
+    assert about["contextOverflow"] is True and about["contextWindow"] == 1000
+    assert about["chunkTokens"] < 1000 and final
+
+
+def test_an_overflow_that_states_no_smaller_context_fails_with_the_hint() -> None:
+    primary = flavor(contextWindow=900)
+    with pytest.raises(JobFailed) as err:
+        the_job = job(strategy="mapReduce", chunking={"createNewTurnAfter": 3000})
+        run(the_job, text_of(40), Provider(overflow_over=500), primary)
+    assert err.value.reason == "ContextLengthExceeded"
+
+
 def test_explicit_single_fails_on_overflow_instead_of_chunking() -> None:
     with pytest.raises(JobFailed) as err:
         run(job(strategy="single"), text_of(20), Provider(overflow_over=1000))
