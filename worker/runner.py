@@ -197,6 +197,10 @@ class ConcurrentWorker:
         self.force = False
         self.stats = Stats()
         self._tasks: dict[str, asyncio.Task[str]] = {}
+        self.untaken: list[tuple[Job, Queue]] = []
+        """Jobs taken off their queue that could not start (Redis went away between the two):
+        pushed back to the front of their queue as soon as Redis answers again, since
+        nothing else knows they left it."""
 
     @property
     def name(self) -> str:
@@ -267,11 +271,14 @@ class ConcurrentWorker:
                 if time.monotonic() >= next_beat:
                     with contextlib.suppress(*redisclients.UNAVAILABLE):
                         self._heartbeat()
+                        self._push_back_untaken()
                     next_beat = time.monotonic() + beat_every
         finally:
             self.stopping.set()
             taker.join(TAKE_TIMEOUT_SECONDS + 5)
             self._hand_back_untaken()
+            with contextlib.suppress(*redisclients.UNAVAILABLE):
+                self._push_back_untaken()
             self.rq.register_death()  # type: ignore[no-untyped-call]
         log.info("worker %s stopped: %s", self.name, self.stats)
         return self.stats
@@ -349,9 +356,10 @@ class ConcurrentWorker:
                 self.rq.set_state(WorkerStatus.BUSY, pipeline=pipe)
                 attempt = int(pipe.execute()[0])
         except redisclients.UNAVAILABLE:
-            # Taken off its queue, not started: the operator queues it again (its entry is
-            # gone), as after a lost worker.
+            # Taken off its queue, not started: its RQ record still says queued, so no
+            # one would queue it again. It goes back once Redis answers.
             self.slots.release()
+            self.untaken.append((job, q))
             raise
         future = self.context.submit(self._run(job.id, job.args[0], job.timeout, attempt))
         self.running[job.id] = Running(job, q, execution, future)
@@ -441,6 +449,14 @@ class ConcurrentWorker:
             pipe.execute()
 
     # --- handing jobs back -----------------------------------------------------------
+
+    def _push_back_untaken(self) -> None:
+        """Jobs that could not start go back to the front of their queues."""
+        while self.untaken:
+            job, q = self.untaken[0]
+            q.push_job_id(job.id, at_front=True)
+            self.untaken.pop(0)
+            log.info("job %s went back to %s (it could not start: Redis was away)", job.id, q.name)
 
     async def _cancel_all(self) -> None:
         tasks = list(self._tasks.values())
