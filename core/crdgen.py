@@ -53,6 +53,27 @@ _NAME_RULE = resources.cel(
 )
 
 
+def _flavor_columns(*extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """The printer columns of a Flavor (and, with ``extra`` before Age, of a
+    ClusterFlavor)."""
+    return [
+        {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
+        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+        {"name": "Ready", "type": "string", "jsonPath": _cond("Ready")},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas.ready"},
+        *extra,
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Reason", "type": "string", "jsonPath": _cond("Ready", "reason"), "priority": 1},
+        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+    ]
+
+
+_FLAVOR_SCALE = {
+    "specReplicasPath": ".spec.deploy.replicas.min",
+    "statusReplicasPath": ".status.replicas.ready",
+    "labelSelectorPath": ".status.selector",
+}
+
 CRDS = [
     CrdInfo(
         kind="Flavor",
@@ -62,26 +83,9 @@ CRDS = [
         spec=resources.FlavorSpec,
         status=resources.FlavorStatus,
         description="A model endpoint: how to reach (or run) one model.",
-        columns=[
-            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
-            {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-            {"name": "Ready", "type": "string", "jsonPath": _cond("Ready")},
-            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas.ready"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-            {
-                "name": "Reason",
-                "type": "string",
-                "jsonPath": _cond("Ready", "reason"),
-                "priority": 1,
-            },
-            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
-        ],
+        columns=_flavor_columns(),
         rules=[_NAME_RULE],
-        scale={
-            "specReplicasPath": ".spec.deploy.replicas.min",
-            "statusReplicasPath": ".status.replicas.ready",
-            "labelSelectorPath": ".status.selector",
-        },
+        scale=_FLAVOR_SCALE,
     ),
     CrdInfo(
         kind="ClusterFlavor",
@@ -94,27 +98,11 @@ CRDS = [
             "A model shared by many tenants: a Flavor outside any namespace, used by the "
             "namespaces its tenantSelector grants, each on its own terms (weight, limits)."
         ),
-        columns=[
-            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider"},
-            {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
-            {"name": "Ready", "type": "string", "jsonPath": _cond("Ready")},
-            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas.ready"},
-            {"name": "Tenants", "type": "integer", "jsonPath": ".status.tenants"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-            {
-                "name": "Reason",
-                "type": "string",
-                "jsonPath": _cond("Ready", "reason"),
-                "priority": 1,
-            },
-            {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
-        ],
+        columns=_flavor_columns(
+            {"name": "Tenants", "type": "integer", "jsonPath": ".status.tenants"}
+        ),
         rules=[_NAME_RULE],
-        scale={
-            "specReplicasPath": ".spec.deploy.replicas.min",
-            "statusReplicasPath": ".status.replicas.ready",
-            "labelSelectorPath": ".status.selector",
-        },
+        scale=_FLAVOR_SCALE,
         scope="Cluster",
     ),
     CrdInfo(

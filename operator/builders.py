@@ -335,11 +335,30 @@ def worker_service_account(namespace: str, settings: OperatorSettings) -> Obj:
 
 def worker_role_binding(namespace: str, settings: OperatorSettings) -> Obj:
     """Grants the workers of one namespace the llmloom-worker ClusterRole there, and only there."""
+    return _worker_binding(namespace, settings.worker_service_account, namespace, settings)
+
+
+def shared_worker_role_binding(tenant: str, settings: OperatorSettings) -> Obj:
+    """Grants the workers of shared models (the release's worker ServiceAccount) the
+    llmloom-worker ClusterRole in one tenant's namespace, which a ClusterFlavor is granted
+    to: they write its jobs' status and read its documents there, and only there. Deleted
+    when no ClusterFlavor grants the namespace any more."""
+    name = f"{settings.worker_service_account}-shared"
+    binding = _worker_binding(tenant, name, settings.release_namespace, settings)
+    binding["metadata"]["labels"][SHARED_WORKER_LABEL] = "true"
+    return binding
+
+
+def _worker_binding(
+    namespace: str, name: str, account_namespace: str, settings: OperatorSettings
+) -> Obj:
+    """A RoleBinding in ``namespace`` of the workers' ClusterRole to the worker
+    ServiceAccount of ``account_namespace``."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {
-            "name": settings.worker_service_account,
+            "name": name,
             "namespace": namespace,
             "labels": {
                 "app.kubernetes.io/part-of": "llmloom",
@@ -355,39 +374,7 @@ def worker_role_binding(namespace: str, settings: OperatorSettings) -> Obj:
             {
                 "kind": "ServiceAccount",
                 "name": settings.worker_service_account,
-                "namespace": namespace,
-            }
-        ],
-    }
-
-
-def shared_worker_role_binding(tenant: str, settings: OperatorSettings) -> Obj:
-    """Grants the workers of shared models (the release's worker ServiceAccount) the
-    llmloom-worker ClusterRole in one tenant's namespace, which a ClusterFlavor is granted
-    to: they write its jobs' status and read its documents there, and only there. Deleted
-    when no ClusterFlavor grants the namespace any more."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {
-            "name": f"{settings.worker_service_account}-shared",
-            "namespace": tenant,
-            "labels": {
-                "app.kubernetes.io/part-of": "llmloom",
-                "app.kubernetes.io/managed-by": MANAGER,
-                SHARED_WORKER_LABEL: "true",
-            },
-        },
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": settings.worker_cluster_role,
-        },
-        "subjects": [
-            {
-                "kind": "ServiceAccount",
-                "name": settings.worker_service_account,
-                "namespace": settings.release_namespace,
+                "namespace": account_namespace,
             }
         ],
     }

@@ -11,6 +11,7 @@ from llmloom import queues, redisclients, sharing, tokens
 from llmloom.kube import CLUSTER_FLAVORS, FLAVORS
 from llmloom.resources import ClusterFlavor, Flavor
 from llmloom.settings import WorkerSettings
+from llmloom.worker.calls import find_flavor
 from llmloom.worker.deps import SHARED_SUFFIX
 from llmloom.worker.readiness import wait_for_model
 from llmloom.worker.runner import ConcurrentWorker, TenantQueues
@@ -43,8 +44,11 @@ class _Terms:
     def _latest(self) -> Flavor:
         if time.monotonic() - self.read_at > self.settings.flavor_cache_seconds:
             self.read_at = time.monotonic()
+            # The read the jobs make too (Deps.cached): one GET serves both.
             with contextlib.suppress(Exception):  # the API server away: the last terms
-                self.flavor = self.context.call(_flavor(self.context, self.settings))
+                name = self.flavor.metadata.name
+                found = self.context.call(find_flavor(self.context.deps, "", name))
+                self.flavor = found or self.flavor
         return self.flavor
 
     def weight(self, tenant: str) -> int:
