@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 
 import aiohttp
 import openai
-from harness import NS, Stack
+from harness import NS, Stack, chat_batch
 
 
 async def direct(url: str, lines: int, concurrency: int) -> tuple[float, int]:
@@ -61,18 +60,7 @@ def main() -> None:
         direct_s, direct_failed = asyncio.run(direct(backend, a.lines, a.concurrency))
 
         sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.token, max_retries=0)
-        data = "".join(
-            json.dumps(
-                {
-                    "custom_id": f"line-{i}",
-                    "method": "POST",
-                    "url": "/v1/chat/completions",
-                    "body": {"model": "paced", "messages": [{"role": "user", "content": f"{i}"}]},
-                }
-            )
-            + "\n"
-            for i in range(a.lines)
-        ).encode()
+        data = chat_batch("paced", [f"line-{i}" for i in range(a.lines)])
         upload = sdk.files.create(file=("requests.jsonl", data), purpose="batch")
         idle0, t_idle = stack.api_requests(), time.monotonic()
         time.sleep(5)

@@ -43,7 +43,7 @@ import aiohttp
 import httpx
 import openai
 import yaml
-from harness import NS, Stack
+from harness import NS, Stack, chat_batch
 from redis import Redis
 
 from devstack.procs import wait_for
@@ -117,21 +117,7 @@ def submit(
     docs = [document_job(name, f"{name} text.") for name in jobs]
     stack.cluster.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
     sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key=stack.token, max_retries=5)
-    data = "".join(
-        json.dumps(
-            {
-                "custom_id": f"{tag}-line-{i}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": "paced",
-                    "messages": [{"role": "user", "content": f"{tag}-line-{i}"}],
-                },
-            }
-        )
-        + "\n"
-        for i in range(a.lines)
-    ).encode()
+    data = chat_batch("paced", [f"{tag}-line-{i}" for i in range(a.lines)])
     upload = sdk.files.create(file=("in.jsonl", data), purpose="batch")
     batch = sdk.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"

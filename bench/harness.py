@@ -14,6 +14,7 @@ every process (``/proc``) and the API server's own request counters
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tempfile
@@ -57,6 +58,23 @@ def api_requests(text: str) -> Counter[RequestKey]:
         key = (labels.get("verb", ""), resource, labels.get("code", ""), labels.get("group", ""))
         out[key] += int(float(m["value"]))
     return out
+
+
+def chat_batch(model: str, ids: list[str]) -> bytes:
+    """A Batch API input file of chat requests, one per id (its custom_id, and the user
+    message, so an echoing model answers with it)."""
+    return "".join(
+        json.dumps(
+            {
+                "custom_id": i,
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": model, "messages": [{"role": "user", "content": i}]},
+            }
+        )
+        + "\n"
+        for i in ids
+    ).encode()
 
 
 class Stack:
